@@ -1,0 +1,52 @@
+"""The single entry point: ``pet [stage=...] [overrides]`` (also ``python -m pet``).
+
+Composes the config, validates it, runs the selected stage and returns its main
+metric, so Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from pet.config.schema import PetConfig
+from pet.errors import PetError
+
+ConfigStore.instance().store(name="pet_schema", node=PetConfig)
+# conf/ sits beside the package (the design card's layout); pet is installed
+# editable (`pip install -e .`), so this path is the checkout's conf/.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+log = logging.getLogger("pet")
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def app(cfg: DictConfig) -> Optional[float]:
+    from pet.config.validate import validate
+    from pet.runtime import setup_logging
+    from pet.stages import run_stage
+
+    setup_logging()
+    try:
+        validate(cfg)
+        return run_stage(cfg).metric
+    except PetError as e:
+        log.error("error: %s", e)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(2)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Typed schemas for every config group.
+
+Hydra merges the YAML files under ``conf/`` onto these dataclasses, so a typo in
+a key or a value of the wrong type fails at composition time. Values with a
+closed set of choices are checked by :func:`pet.config.validate.validate` before
+any work starts, which turns them into one readable error line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Shape and regularisation of an encoder-decoder Transformer.
+
+    Defaults are fairseq's ``transformer_iwslt_de_en``. A pruned or shared model
+    has a richer shape than these fields express; that shape travels in the
+    checkpoint (``pet.models.spec.TransformerSpec``), never in this config.
+    """
+
+    name: str = MISSING
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    encoder_embed_dim: int = 512
+    decoder_embed_dim: int = 512
+    encoder_ffn_dim: int = 1024
+    decoder_ffn_dim: int = 1024
+    encoder_heads: int = 4
+    decoder_heads: int = 4
+    dropout: float = 0.3
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    max_positions: int = 1024
+    share_decoder_input_output_embed: bool = True
+    # Layer reuse (PET): the physical layer used at each effective depth. Empty
+    # means one physical layer per depth (a plain Transformer).
+    encoder_layer_order: list[int] = field(default_factory=list)
+    decoder_layer_order: list[int] = field(default_factory=list)
+    # Role of the encoder's three attention projections at each effective depth,
+    # as a permutation of "qkv": "kvq" means the matrix stored as q_proj serves
+    # as the key, k_proj as the value and v_proj as the query.
+    encoder_attention_roles: list[str] = field(default_factory=list)
+    # Decoder self- and cross-attention share one query projection.
+    decoder_share_query: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where a corpus comes from and how it becomes token ids."""
+
+    name: str = MISSING
+    # iwslt14: fairseq's prepare-iwslt14.sh recipe from the raw de-en archive;
+    # parallel_text: a user's raw train/valid/test files; preprocessed: files
+    # already tokenized and BPE-segmented (only dictionaries and ids are built);
+    # demo: a generated German->English number/date corpus.
+    kind: str = "preprocessed"
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    # Folder, tarball or URL the raw or preprocessed text is read from.
+    source: Optional[str] = None
+    lowercase: bool = True
+    moses_escape: bool = True
+    bpe_merges: int = 10000
+    # Training pairs longer than this (tokens) or with a length ratio above
+    # max_len_ratio are dropped, as Moses' clean-corpus-n.perl does.
+    max_train_len: int = 175
+    max_len_ratio: float = 1.5
+    # iwslt14: every n-th training line becomes validation data.
+    valid_every: int = 23
+    # Dictionary size is padded to a multiple of this (fairseq default 8).
+    dict_padding_factor: int = 8
+    dict_threshold: int = 0
+    # demo corpus sizes
+    demo_train_size: int = 6000
+    demo_valid_size: int = 300
+    demo_test_size: int = 300
+    seed: int = 1
+    # Only needed where no prepared data exists (stage=summary without data).
+    src_vocab_size: Optional[int] = None
+    tgt_vocab_size: Optional[int] = None
+
+
+@dataclass
+class OptimConfig:
+    """Adam with decoupled weight decay and fairseq's inverse-sqrt schedule."""
+
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 1e-7
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.1
+    # scheduler: inverse_sqrt | constant
+    scheduler: str = "inverse_sqrt"
+
+
+@dataclass
+class TrainerConfig:
+    max_tokens: int = 4096
+    max_sentences: Optional[int] = None
+    update_freq: int = 1
+    max_epoch: int = 0  # 0 = unbounded
+    max_update: int = 0  # 0 = unbounded
+    max_time_minutes: float = 0.0  # wall-clock budget; 0 = unbounded
+    patience: int = 0  # epochs without valid-loss improvement; 0 = off
+    validate_bleu: bool = False
+    save_interval_updates: int = 0  # also checkpoint every n updates; 0 = per epoch only
+    log_interval: int = 50
+    seed: int = 1
+    # auto | cpu | cuda
+    device: str = "auto"
+    amp: bool = True  # mixed precision, used only on CUDA
+    # CPU threads; 0 = SLURM_CPUS_PER_TASK when set, else torch's default
+    num_threads: int = 0
+    progress_bar: str = "auto"  # auto | tqdm | none
+    # Retrain from scratch instead of resuming checkpoint_last.pt.
+    reset: bool = False
+
+
+@dataclass
+class GenerationConfig:
+    beam: int = 5
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    lenpen: float = 1.0
+    max_tokens: int = 8000
+    max_sentences: int = 128
+    split: str = "test"
+    # Score at most this many sentences (0 = all); for quick checks.
+    max_examples: int = 0
+    sacrebleu: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    # mlflow | none
+    backend: str = "mlflow"
+    uri: str = MISSING
+    experiment: str = "pet"
+    artifact_location: Optional[str] = None
+    run_name: Optional[str] = None
+    parent_run_id: Optional[str] = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PathsConfig:
+    root: str = MISSING
+    output_root: str = MISSING
+    data_root: str = MISSING
+    run_dir: str = MISSING
+    shared_data: str = MISSING
+
+
+@dataclass
+class PipelineStep:
+    name: str = MISSING
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageConfig:
+    # prepare | pretrain | evaluate | summary | prune | finetune | distill | pipeline | report
+    name: str = MISSING
+    # For stage=pipeline: the steps, each a list of overrides on top of this
+    # job's own; each step runs in <run_dir>/<step name>.
+    steps: list[PipelineStep] = field(default_factory=list)
+
+
+@dataclass
+class ShrinkConfig:
+    """How selected connectivity parameters go to zero (SRP)."""
+
+    # arithmetic | geometric | oneshot
+    type: str = "geometric"
+    # step | epoch
+    unit: str = "step"
+    # geometric: value reached at the end of the period, then set to 0
+    final_value: float = 1e-5
+
+
+@dataclass
+class PruningConfig:
+    """SRP pruning (issue 3)."""
+
+    # emb | heads_ffn | all: which connectivity parameters this stage prunes
+    targets: str = "all"
+    compression_rate: float = 0.5  # fraction of parameters kept
+    pruning_iter: int = 1
+    iteration: int = 1  # which of the pruning_iter iterations this run is
+    pruning_period: int = 2  # epochs of shrinking
+    # connectivity-parameter LayerNorm: weighted | unweighted
+    layernorm: str = "weighted"
+    # importance: gradient | random
+    importance: str = "gradient"
+    importance_batches: int = 32
+    importance_seed: int = 1
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
+
+
+@dataclass
+class DistillConfig:
+    """PET warm-up and knowledge distillation (issue 4)."""
+
+    # warmup | kd | none
+    mode: str = "kd"
+    teacher: Optional[str] = None  # checkpoint path
+    alpha: float = 0.1
+    beta: float = 50.0
+    temperature: float = 10.0
+    # (student effective layer, teacher layer) pairs for the hidden-state loss
+    encoder_layer_map: list[list[int]] = field(default_factory=list)
+    decoder_layer_map: list[list[int]] = field(default_factory=list)
+    confident_correct: float = 0.9
+    confident_wrong: float = 0.7
+    warmup_label_smoothing: float = 0.1
+
+
+@dataclass
+class ReportConfig:
+    sweep_dir: Optional[str] = None
+    parent_run_id: Optional[str] = None
+    metric: str = "bleu"
+
+
+@dataclass
+class PetConfig:
+    """Root config: one field per config group plus job-level settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    shrink: ShrinkConfig = field(default_factory=ShrinkConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    # Checkpoint a stage starts from (evaluate, summary, prune, finetune, distill).
+    init_from: Optional[str] = None
+    run_name: str = "run"
+    experiment_name: str = "default"
+    # Free-form slot Hydra's launchers and experiment files may fill.
+    extra: dict[str, Any] = field(default_factory=dict)

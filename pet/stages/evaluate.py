@@ -1,0 +1,71 @@
+"""stage=evaluate: beam-search a split, score BLEU (tokenized and sacreBLEU)."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from pet.checkpoint import load_checkpoint, model_from_checkpoint
+from pet.errors import ConfigError
+from pet.runtime import configure_threads, select_device
+from pet.stages.common import StageResult, check_same_vocab, load_data, run_dir, tracked_run, write_result
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> StageResult:
+    from pet.generation.translate import translate_dataset
+
+    if not cfg.init_from:
+        raise ConfigError("stage=evaluate needs init_from=<checkpoint .pt> (e.g. a run's checkpoint_best.pt)")
+    rd = run_dir(cfg)
+    configure_threads(cfg.trainer.num_threads)
+    device = select_device(cfg.trainer.device)
+    data = load_data(cfg)
+    ckpt = load_checkpoint(cfg.init_from)
+    check_same_vocab(ckpt, data, cfg.init_from)
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    split = cfg.generation.split
+    with tracked_run(cfg) as tracker:
+        res = translate_dataset(
+            model,
+            data.split(split),
+            data.src_dict,
+            data.tgt_dict,
+            cfg.generation,
+            device,
+            out_path=rd / f"generate-{split}.txt",
+        )
+        metrics = {
+            "bleu": res.bleu,
+            "sacrebleu": res.sacrebleu,
+            "sentences_per_s": res.sentences_per_s,
+            "tokens_per_s": res.tokens_per_s,
+            "decode_seconds": res.seconds,
+            "sentences": res.n_sentences,
+            "parameters": model.num_parameters(),
+        }
+        tracker.log_metrics(metrics)
+        tracker.set_tags({"sacrebleu_signature": res.signature, "checkpoint": str(cfg.init_from)})
+        tracker.log_artifact(rd / f"generate-{split}.txt")
+        log.info(
+            "%s BLEU %.2f (tokenized, BPE removed) | sacreBLEU %.2f %s | %d sentences, %.1f sent/s, %.0f tok/s",
+            split,
+            res.bleu,
+            res.sacrebleu,
+            res.signature,
+            res.n_sentences,
+            res.sentences_per_s,
+            res.tokens_per_s,
+        )
+        result = StageResult(
+            stage="evaluate",
+            metric_name="bleu",
+            metric=res.bleu,
+            checkpoint=str(cfg.init_from),
+            metrics={**metrics, "sacrebleu_signature": res.signature},
+            run_id=tracker.run_id,
+        )
+        write_result(rd, result)
+    return result

@@ -1,0 +1,94 @@
+"""stage=pretrain (from scratch) and stage=finetune (from ``init_from``).
+
+Both are plain label-smoothed CE training; finetune continues an existing
+model, whatever its shape (a pruned model's irregular shape comes from its
+checkpoint), with a fresh optimizer. Re-running the same command resumes from
+``checkpoint_last.pt`` in the run folder; a finished run is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pet.checkpoint import load_checkpoint, model_from_checkpoint
+from pet.errors import CheckpointError, ConfigError
+from pet.models.spec import spec_from_config
+from pet.models.transformer import TransformerModel
+from pet.runtime import configure_threads, seed_everything, select_device
+from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
+from pet.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def build_initial_model(cfg: DictConfig, data) -> TransformerModel:
+    if cfg.init_from:
+        ckpt = load_checkpoint(cfg.init_from)
+        check_same_vocab(ckpt, data, cfg.init_from)
+        return model_from_checkpoint(ckpt)
+    if cfg.stage.name == "finetune":
+        raise ConfigError("stage=finetune needs init_from=<checkpoint to finetune>")
+    spec = spec_from_config(cfg.model, len(data.src_dict), len(data.tgt_dict), data.tgt_dict.pad())
+    return TransformerModel(spec)
+
+
+def resume_checkpoint(cfg: DictConfig, directory: Path):
+    last = directory / "checkpoint_last.pt"
+    if cfg.trainer.reset or not last.exists():
+        return None
+    log.info("resuming from %s", last)
+    return load_checkpoint(last)
+
+
+def run(cfg: DictConfig) -> StageResult:
+    rd = run_dir(cfg)
+    configure_threads(cfg.trainer.num_threads)
+    device = select_device(cfg.trainer.device)
+    data = load_data(cfg)
+    resume = resume_checkpoint(cfg, rd)
+    seed_everything(cfg.trainer.seed)
+    model = build_initial_model(cfg, data)
+    if resume is not None and resume["spec"] != model.spec.to_dict():
+        raise CheckpointError(
+            f"{rd / 'checkpoint_last.pt'} holds a different model shape than this command asks for; "
+            "use another run folder (paths.run_dir=...) or trainer.reset=true to start over"
+        )
+    log.info("model %s: %s parameters", cfg.model.name, f"{model.num_parameters():,}")
+    with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
+        trainer = Trainer(
+            cfg=cfg,
+            model=model,
+            train_data=data.split("train"),
+            valid_data=data.split("valid"),
+            src_dict=data.src_dict,
+            tgt_dict=data.tgt_dict,
+            run_dir=rd,
+            device=device,
+            tracker=tracker,
+            checkpoint_extra=lambda: {"config": resolved_config(cfg)},
+        )
+        if resume is not None:
+            trainer.load_state_dict(resume)
+        state = trainer.fit()
+        result = StageResult(
+            stage=cfg.stage.name,
+            metric_name="best_valid_loss",
+            metric=state.best_valid_loss,
+            checkpoint=str(rd / "checkpoint_best.pt"),
+            metrics={
+                "best_valid_loss": state.best_valid_loss,
+                "last_valid_loss": state.last_valid_loss,
+                "num_updates": state.num_updates,
+                "epochs_completed": state.epoch - 1,
+                "train_seconds": state.train_seconds,
+                "train_tokens_per_s": state.target_tokens / max(state.train_seconds, 1e-9),
+                "stop_reason": state.stop_reason,
+                "parameters": model.num_parameters(),
+            },
+            run_id=tracker.run_id,
+        )
+        write_result(rd, result)
+    return result

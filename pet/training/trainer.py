@@ -1,0 +1,370 @@
+"""The training loop every training stage shares (pretrain, prune, finetune, distill).
+
+What differs between stages is composed in, not subclassed: a ``LossFn``
+(cross-entropy, KD, warm-up) and ``TrainHook`` objects (SRP freezes units and
+shrinks connectivity parameters after each update). The loop itself owns
+batching, accumulation, clipping, the LR schedule, validation, early stopping
+and checkpoints that resume bit-exactly (model, optimizer, RNG, data position).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pet.checkpoint import save_checkpoint
+from pet.data.batch import Batch
+from pet.runtime import rng_state, set_rng_state
+from pet.training.criterion import LN2, LabelSmoothedCrossEntropy, LossFn
+from pet.training.schedule import make_schedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 1
+    batch_index: int = 0  # next batch of ``epoch`` to train on
+    num_updates: int = 0
+    train_seconds: float = 0.0
+    target_tokens: int = 0
+    best_valid_loss: float = math.inf
+    last_valid_loss: float = math.inf
+    bad_epochs: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+
+
+class TrainHook:
+    """Extension points of the loop; every method is optional."""
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def after_backward(self, trainer: "Trainer") -> None: ...
+    def after_update(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class StopTraining(Exception):
+    """Raised by a hook (or a signal handler) to stop after a checkpoint."""
+
+
+class Trainer:
+    def __init__(
+        self,
+        *,
+        cfg: Any,
+        model: nn.Module,
+        train_data: Any,
+        valid_data: Any,
+        src_dict: Any,
+        tgt_dict: Any,
+        run_dir: Path,
+        device: torch.device,
+        tracker: Any,
+        loss_fn: Optional[LossFn] = None,
+        hooks: Sequence[TrainHook] = (),
+        checkpoint_extra: Optional[Callable[[], dict[str, Any]]] = None,
+        trainable: Optional[Iterable[nn.Parameter]] = None,
+    ):
+        self.cfg, self.tcfg, self.ocfg = cfg, cfg.trainer, cfg.optim
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.model = model.to(device)
+        self.train_data, self.valid_data = train_data, valid_data
+        self.src_dict, self.tgt_dict = src_dict, tgt_dict
+        self.tracker = tracker
+        self.pad = tgt_dict.pad()
+        self.ce = LabelSmoothedCrossEntropy(self.ocfg.label_smoothing, self.pad)
+        self.loss_fn: LossFn = loss_fn or self.ce
+        self.hooks = list(hooks)
+        self.checkpoint_extra = checkpoint_extra or (lambda: {})
+        self.state = TrainState()
+        self.schedule = make_schedule(self.ocfg)
+        params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=self.schedule(0),
+            betas=tuple(self.ocfg.betas),
+            eps=self.ocfg.eps,
+            weight_decay=self.ocfg.weight_decay,
+        )
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.is_main = self.rank == 0
+        self.ddp_model: nn.Module = self.model
+        if self.world_size > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.amp_dtype = None
+        self.scaler = None
+        if device.type == "cuda" and self.tcfg.amp:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            if self.amp_dtype == torch.float16:
+                self.scaler = torch.amp.GradScaler("cuda")
+        from pet.data.batching import MaxTokensBatchSampler
+
+        self.train_sampler = MaxTokensBatchSampler(
+            train_data.src_sizes,
+            train_data.tgt_sizes,
+            max_tokens=self.tcfg.max_tokens,
+            max_sentences=self.tcfg.max_sentences,
+            seed=self.tcfg.seed,
+        )
+        self.valid_sampler = MaxTokensBatchSampler(
+            valid_data.src_sizes,
+            valid_data.tgt_sizes,
+            max_tokens=self.tcfg.max_tokens,
+            max_sentences=self.tcfg.max_sentences,
+            seed=self.tcfg.seed,
+        )
+        self._fit_started = 0.0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "trainer": asdict(self.state),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_state(),
+            "hooks": [h.state_dict() for h in self.hooks],
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["trainer"])
+        for hook, hs in zip(self.hooks, ckpt.get("hooks", [])):
+            hook.load_state_dict(hs)
+        set_rng_state(ckpt["rng"])
+
+    def save(self, name: str) -> Path:
+        path = self.run_dir / name
+        if not self.is_main:
+            return path
+        state = {
+            "spec": self.model.spec.to_dict(),
+            "model": self.model.state_dict(),
+            "src_dict": self.src_dict.to_list(),
+            "tgt_dict": self.tgt_dict.to_list(),
+            "mlflow_run_id": getattr(self.tracker, "run_id", None),
+            **self.state_dict(),
+            **self.checkpoint_extra(),
+        }
+        save_checkpoint(state, path)
+        return path
+
+    # ------------------------------------------------------------------- loop
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _batch(self, dataset: Any, indices: list[int]) -> Batch:
+        return dataset.collate(indices).to(self.device)
+
+    def _should_stop(self) -> str:
+        s, t = self.state, self.tcfg
+        if t.max_update and s.num_updates >= t.max_update:
+            return "max_update"
+        if t.max_time_minutes and s.train_seconds >= t.max_time_minutes * 60:
+            return "max_time"
+        return ""
+
+    def train_step(self, batches: list[list[int]]) -> dict[str, float]:
+        """One optimizer update over ``update_freq`` batches (gradient accumulation)."""
+        self.ddp_model.train()
+        collated = [self._batch(self.train_data, indices) for indices in batches]
+        ntokens = sum(b.ntokens for b in collated)
+        if self.world_size > 1:
+            t = torch.tensor([ntokens], dtype=torch.long, device=self.device)
+            dist.all_reduce(t)
+            total_tokens = int(t.item())
+        else:
+            total_tokens = ntokens
+        sums: dict[str, float] = {}
+        for i, batch in enumerate(collated):
+            sync = contextlib.nullcontext()
+            if self.world_size > 1 and i < len(batches) - 1:
+                sync = self.ddp_model.no_sync()
+            with sync:
+                with self._autocast():
+                    loss, logs = self.loss_fn(self.ddp_model, batch)
+                # Divide by the tokens of the whole update: gradients equal a
+                # single big batch's, however it is split across steps/ranks.
+                scaled = loss * (self.world_size / max(total_tokens, 1))
+                if self.scaler:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+        for hook in self.hooks:
+            hook.after_backward(self)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.ocfg.clip_norm > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(params, self.ocfg.clip_norm)
+        else:
+            gnorm = torch.linalg.vector_norm(
+                torch.stack([p.grad.detach().norm() for p in params if p.grad is not None])
+            )
+        lr = self.schedule(self.state.num_updates)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.num_updates += 1
+        self.state.target_tokens += total_tokens
+        for hook in self.hooks:
+            hook.after_update(self)
+        out = {k: v / max(ntokens, 1) / LN2 for k, v in sums.items()}
+        out.update(gnorm=float(gnorm), lr=lr, ntokens=float(total_tokens))
+        return out
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        ntokens = 0
+        for indices in self.valid_sampler.batches_for_epoch(0, shuffle=False):
+            batch = self._batch(self.valid_data, indices)
+            with self._autocast():
+                _, logs = self.ce(self.model, batch)
+            ntokens += batch.ntokens
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+        metrics = {f"valid_{k}": v / max(ntokens, 1) / LN2 for k, v in sums.items()}
+        metrics["valid_ppl"] = 2 ** metrics["valid_nll_loss"]
+        return metrics
+
+    def _progress(self, total: int, initial: int, epoch: int):
+        mode = self.tcfg.progress_bar
+        use_bar = self.is_main and (mode == "tqdm" or (mode == "auto" and sys.stderr.isatty()))
+        if not use_bar:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+
+    def fit(self) -> TrainState:
+        s, t = self.state, self.tcfg
+        if s.finished:
+            log.info("training already finished (%s); nothing to do", s.stop_reason)
+            return s
+        for hook in self.hooks:
+            hook.on_fit_start(self)
+        while not s.finished:
+            if t.max_epoch and s.epoch > t.max_epoch:
+                self._finish("max_epoch")
+                break
+            batches = self.train_sampler.batches_for_epoch(s.epoch)
+            batches = batches[self.rank :: self.world_size] if self.world_size > 1 else batches
+            bar = self._progress(len(batches), s.batch_index, s.epoch)
+            window: dict[str, float] = {}
+            window_start, window_tokens = time.perf_counter(), 0
+            stop = ""
+            while s.batch_index < len(batches):
+                group = batches[s.batch_index : s.batch_index + t.update_freq]
+                started = time.perf_counter()
+                logs = self.train_step(group)
+                s.train_seconds += time.perf_counter() - started
+                s.batch_index += len(group)
+                window_tokens += int(logs["ntokens"])
+                for k, v in logs.items():
+                    window[k] = window.get(k, 0.0) + v
+                if bar is not None:
+                    bar.update(len(group))
+                    bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", lr=f"{logs['lr']:.2e}")
+                if s.num_updates % t.log_interval == 0:
+                    n = t.log_interval
+                    elapsed = time.perf_counter() - window_start
+                    metrics = {f"train_{k}": v / n for k, v in window.items() if k != "ntokens"}
+                    metrics["train_tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                    if self.is_main:
+                        if bar is None:
+                            log.info(
+                                "epoch %d | update %d | %s",
+                                s.epoch,
+                                s.num_updates,
+                                " | ".join(f"{k[6:]} {v:.4g}" for k, v in metrics.items()),
+                            )
+                        self.tracker.log_metrics(metrics, step=s.num_updates)
+                    window, window_start, window_tokens = {}, time.perf_counter(), 0
+                if t.save_interval_updates and s.num_updates % t.save_interval_updates == 0:
+                    self.save("checkpoint_last.pt")
+                stop = self._should_stop()
+                if stop:
+                    break
+            if bar is not None:
+                bar.close()
+            if stop:
+                # Mid-epoch stop: validate so every run ends with a comparable number.
+                self._end_of_epoch(complete=s.batch_index >= len(batches))
+                self._finish(stop)
+                break
+            self._end_of_epoch(complete=True)
+            if t.patience and s.bad_epochs >= t.patience:
+                self._finish("patience")
+        return s
+
+    def _end_of_epoch(self, complete: bool) -> None:
+        s = self.state
+        if complete:
+            for hook in self.hooks:
+                hook.on_epoch_end(self)
+        metrics = self.validate()
+        s.last_valid_loss = metrics["valid_loss"]
+        improved = s.last_valid_loss < s.best_valid_loss
+        if improved:
+            s.best_valid_loss, s.bad_epochs = s.last_valid_loss, 0
+        else:
+            s.bad_epochs += 1
+        metrics.update(
+            epoch=s.epoch,
+            best_valid_loss=s.best_valid_loss,
+            train_wall_s=s.train_seconds,
+            train_tokens_per_s=s.target_tokens / max(s.train_seconds, 1e-9),
+        )
+        if self.is_main:
+            log.info(
+                "end of epoch %d (update %d): valid loss %.4f, nll %.4f, ppl %.2f, best %.4f",
+                s.epoch,
+                s.num_updates,
+                metrics["valid_loss"],
+                metrics["valid_nll_loss"],
+                metrics["valid_ppl"],
+                s.best_valid_loss,
+            )
+            self.tracker.log_metrics(metrics, step=s.num_updates)
+        if complete:
+            s.epoch += 1
+            s.batch_index = 0
+        if improved:
+            self.save("checkpoint_best.pt")
+        self.save("checkpoint_last.pt")
+
+    def _finish(self, reason: str) -> None:
+        self.state.finished, self.state.stop_reason = True, reason
+        self.save("checkpoint_last.pt")
+        if self.is_main:
+            log.info("training finished: %s after %d updates", reason, self.state.num_updates)
