@@ -31,7 +31,7 @@ def build_initial_model(cfg: DictConfig, data) -> TransformerModel:
         return model_from_checkpoint(ckpt)
     if cfg.stage.name == "finetune":
         raise ConfigError("stage=finetune needs init_from=<checkpoint to finetune>")
-    spec = spec_from_config(cfg.model, len(data.src_dict), len(data.tgt_dict), data.tgt_dict.pad())
+    spec = spec_from_config(cfg.model, len(data.src_dict), len(data.tgt_dict), data.tgt_dict.pad)
     return TransformerModel(spec)
 
 

@@ -36,7 +36,8 @@ class TrainState:
     epoch: int = 1
     batch_index: int = 0  # next batch of ``epoch`` to train on
     num_updates: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # inside optimizer updates only (for tokens/s)
+    wall_seconds: float = 0.0  # whole loop incl. validation (for max_time_minutes)
     target_tokens: int = 0
     best_valid_loss: float = math.inf
     last_valid_loss: float = math.inf
@@ -86,7 +87,7 @@ class Trainer:
         self.train_data, self.valid_data = train_data, valid_data
         self.src_dict, self.tgt_dict = src_dict, tgt_dict
         self.tracker = tracker
-        self.pad = tgt_dict.pad()
+        self.pad = tgt_dict.pad
         self.ce = LabelSmoothedCrossEntropy(self.ocfg.label_smoothing, self.pad)
         self.loss_fn: LossFn = loss_fn or self.ce
         self.hooks = list(hooks)
@@ -114,23 +115,24 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             if self.amp_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
-        from pet.data.batching import MaxTokensBatchSampler
+        from pet.data.batching import TokenBatchSampler
 
-        self.train_sampler = MaxTokensBatchSampler(
+        self.train_sampler = TokenBatchSampler(
             train_data.src_sizes,
             train_data.tgt_sizes,
             max_tokens=self.tcfg.max_tokens,
             max_sentences=self.tcfg.max_sentences,
             seed=self.tcfg.seed,
         )
-        self.valid_sampler = MaxTokensBatchSampler(
+        self.valid_sampler = TokenBatchSampler(
             valid_data.src_sizes,
             valid_data.tgt_sizes,
             max_tokens=self.tcfg.max_tokens,
             max_sentences=self.tcfg.max_sentences,
-            seed=self.tcfg.seed,
+            shuffle=False,
         )
-        self._fit_started = 0.0
+        self._fit_started = time.perf_counter()
+        self._wall_before = 0.0
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -181,9 +183,12 @@ class Trainer:
         s, t = self.state, self.tcfg
         if t.max_update and s.num_updates >= t.max_update:
             return "max_update"
-        if t.max_time_minutes and s.train_seconds >= t.max_time_minutes * 60:
+        if t.max_time_minutes and self._wall() >= t.max_time_minutes * 60:
             return "max_time"
         return ""
+
+    def _wall(self) -> float:
+        return self._wall_before + time.perf_counter() - self._fit_started
 
     def train_step(self, batches: list[list[int]]) -> dict[str, float]:
         """One optimizer update over ``update_freq`` batches (gradient accumulation)."""
@@ -246,7 +251,7 @@ class Trainer:
         self.model.eval()
         sums: dict[str, float] = {}
         ntokens = 0
-        for indices in self.valid_sampler.batches_for_epoch(0, shuffle=False):
+        for indices in self.valid_sampler.batches_for_epoch(0):
             batch = self._batch(self.valid_data, indices)
             with self._autocast():
                 _, logs = self.ce(self.model, batch)
@@ -271,6 +276,7 @@ class Trainer:
         if s.finished:
             log.info("training already finished (%s); nothing to do", s.stop_reason)
             return s
+        self._fit_started, self._wall_before = time.perf_counter(), s.wall_seconds
         for hook in self.hooks:
             hook.on_fit_start(self)
         while not s.finished:
@@ -281,7 +287,7 @@ class Trainer:
             batches = batches[self.rank :: self.world_size] if self.world_size > 1 else batches
             bar = self._progress(len(batches), s.batch_index, s.epoch)
             window: dict[str, float] = {}
-            window_start, window_tokens = time.perf_counter(), 0
+            window_start, window_tokens, window_updates = time.perf_counter(), 0, 0
             stop = ""
             while s.batch_index < len(batches):
                 group = batches[s.batch_index : s.batch_index + t.update_freq]
@@ -290,15 +296,15 @@ class Trainer:
                 s.train_seconds += time.perf_counter() - started
                 s.batch_index += len(group)
                 window_tokens += int(logs["ntokens"])
+                window_updates += 1
                 for k, v in logs.items():
                     window[k] = window.get(k, 0.0) + v
                 if bar is not None:
                     bar.update(len(group))
                     bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", lr=f"{logs['lr']:.2e}")
                 if s.num_updates % t.log_interval == 0:
-                    n = t.log_interval
                     elapsed = time.perf_counter() - window_start
-                    metrics = {f"train_{k}": v / n for k, v in window.items() if k != "ntokens"}
+                    metrics = {f"train_{k}": v / window_updates for k, v in window.items() if k != "ntokens"}
                     metrics["train_tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                     if self.is_main:
                         if bar is None:
@@ -309,8 +315,9 @@ class Trainer:
                                 " | ".join(f"{k[6:]} {v:.4g}" for k, v in metrics.items()),
                             )
                         self.tracker.log_metrics(metrics, step=s.num_updates)
-                    window, window_start, window_tokens = {}, time.perf_counter(), 0
+                    window, window_start, window_tokens, window_updates = {}, time.perf_counter(), 0, 0
                 if t.save_interval_updates and s.num_updates % t.save_interval_updates == 0:
+                    s.wall_seconds = self._wall()
                     self.save("checkpoint_last.pt")
                 stop = self._should_stop()
                 if stop:
@@ -339,6 +346,7 @@ class Trainer:
             s.best_valid_loss, s.bad_epochs = s.last_valid_loss, 0
         else:
             s.bad_epochs += 1
+        s.wall_seconds = self._wall()
         metrics.update(
             epoch=s.epoch,
             best_valid_loss=s.best_valid_loss,
