@@ -40,31 +40,26 @@ def run(cfg: DictConfig) -> StageResult:
         metrics = {
             "bleu": res.bleu,
             "sacrebleu": res.sacrebleu,
-            "sentences_per_s": res.sentences_per_s,
-            "tokens_per_s": res.tokens_per_s,
+            "sentences_per_s": res.sentences_per_second,
+            "tokens_per_s": res.tokens_per_second,
             "decode_seconds": res.seconds,
             "sentences": res.n_sentences,
             "parameters": model.num_parameters(),
         }
+        if res.sacrebleu is not None:
+            metrics["sacrebleu"] = res.sacrebleu
+        else:
+            metrics.pop("sacrebleu")
         tracker.log_metrics(metrics)
-        tracker.set_tags({"sacrebleu_signature": res.signature, "checkpoint": str(cfg.init_from)})
+        tracker.set_tags({"sacrebleu_signature": res.sacrebleu_signature or "", "checkpoint": str(cfg.init_from)})
         tracker.log_artifact(rd / f"generate-{split}.txt")
-        log.info(
-            "%s BLEU %.2f (tokenized, BPE removed) | sacreBLEU %.2f %s | %d sentences, %.1f sent/s, %.0f tok/s",
-            split,
-            res.bleu,
-            res.sacrebleu,
-            res.signature,
-            res.n_sentences,
-            res.sentences_per_s,
-            res.tokens_per_s,
-        )
+        log.info("%s (tokenized BLEU with BPE removed): %s", split, res.summary())
         result = StageResult(
             stage="evaluate",
             metric_name="bleu",
             metric=res.bleu,
             checkpoint=str(cfg.init_from),
-            metrics={**metrics, "sacrebleu_signature": res.signature},
+            metrics={**metrics, "sacrebleu_signature": res.sacrebleu_signature},
             run_id=tracker.run_id,
         )
         write_result(rd, result)

@@ -6,7 +6,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from pet.stages.common import StageResult, data_dir
+from pet.stages.common import StageResult, data_dir, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,14 @@ def run(cfg: DictConfig) -> StageResult:
     from pet.data.prepare import load_prepared, prepare_data
 
     out = data_dir(cfg)
-    prepare_data(cfg.data, out)
-    data = load_prepared(out)
-    log.info("data %s ready in %s: %d/%d types", cfg.data.name, out, len(data.src_dict), len(data.tgt_dict))
-    return StageResult(stage="prepare", metric_name="src_vocab", metric=float(len(data.src_dict)))
+    with tracked_run(cfg) as tracker:
+        prepare_data(cfg.data, out)
+        data = load_prepared(out)
+        metrics = {"src_vocab": len(data.src_dict), "tgt_vocab": len(data.tgt_dict)}
+        for split in ("train", "valid", "test"):
+            metrics[f"{split}_pairs"] = len(data.split(split))
+        tracker.log_metrics(metrics)
+        tracker.log_artifact(out / "meta.json")
+    log.info("data %s ready in %s: %s", cfg.data.name, out, ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
+    return StageResult(stage="prepare", metric_name="src_vocab", metric=float(len(data.src_dict)), metrics=metrics,
+                       run_id=tracker.run_id)

@@ -46,6 +46,13 @@ def run(cfg: DictConfig) -> StageResult:
         model = TransformerModel(spec_from_config(cfg.model, src, tgt))
         name = f"{cfg.model.name} ({src}/{tgt} types)"
     model.eval()
-    info = summarize(model)
-    print(f"\n{name}\n{format_summary(info)}")
-    return StageResult(stage="summary", metric_name="parameters", metric=float(info["parameters"]), metrics=info)
+    info = summarize(model, name=name)
+    print(f"\n{format_summary(info)}")
+    flops = info["flops"]
+    metrics = {
+        "parameters": info["params"]["total"],
+        "encoder_flops_per_src_token": flops["encoder_per_src_token"],
+        "decoder_flops_per_tgt_token": flops["decoder_per_tgt_token"],
+        "flops_per_tgt_token": flops["total_per_tgt_token"],
+    }
+    return StageResult(stage="summary", metric_name="parameters", metric=float(metrics["parameters"]), metrics=metrics)
