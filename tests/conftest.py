@@ -78,3 +78,41 @@ def shared_iwslt() -> Path:
     if not (SHARED_IWSLT / "bpe" / "train.de").exists():
         pytest.skip(f"shared IWSLT'14 data not found at {SHARED_IWSLT}")
     return SHARED_IWSLT
+
+
+def compose_cfg(output_root: Path, *overrides: str):
+    """The config a `pet ...` command would run with, rooted in a temp folder."""
+    from hydra import compose, initialize_config_dir
+
+    import pet.cli  # noqa: F401  registers the structured schema
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[
+                f"paths.output_root={output_root}",
+                f"paths.run_dir={output_root}/run",
+                "tracking=none",
+                "trainer.progress_bar=none",
+                *overrides,
+            ],
+        )
+
+
+# Small demo corpus shared by the end-to-end tests (prepared once per session).
+DEMO_DATA = [
+    "data=demo",
+    "data.demo_train_size=400",
+    "data.demo_valid_size=40",
+    "data.demo_test_size=40",
+    "data.bpe_merges=200",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    from pet.stages import run_stage
+
+    root = tmp_path_factory.mktemp("demo")
+    run_stage(compose_cfg(root, "stage=prepare", *DEMO_DATA))
+    return root
