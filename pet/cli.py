@@ -17,10 +17,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from pet.config.resolvers import register as register_resolvers
 from pet.config.schema import PetConfig
 from pet.errors import PetError
 
 ConfigStore.instance().store(name="pet_schema", node=PetConfig)
+register_resolvers()
 # conf/ sits beside the package (the design card's layout); pet is installed
 # editable (`pip install -e .`), so this path is the checkout's conf/.
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -30,12 +32,13 @@ log = logging.getLogger("pet")
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> Optional[float]:
     from pet.config.validate import validate
-    from pet.runtime import setup_logging
+    from pet.runtime import init_distributed, setup_logging
     from pet.stages import run_stage
 
     setup_logging()
     try:
         validate(cfg)
+        init_distributed()
         return run_stage(cfg).metric
     except PetError as e:
         log.error("error: %s", e)

@@ -59,3 +59,41 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.basicConfig(stream=sys.stdout, level=level, format="%(asctime)s | %(name)s | %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group that torchrun or submitit (tasks_per_node > 1) set up.
+
+    Returns (rank, world size); (0, 1) for an ordinary single-process job.
+    NCCL on GPUs, gloo on CPU (which is also how the suite tests DDP).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    backend = "gloo"
+    if torch.cuda.is_available():
+        backend = "nccl"
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    rank = dist.get_rank()
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
+    return rank, world
+
+
+def process_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return process_rank() == 0

@@ -295,12 +295,20 @@ class EncoderOut:
     out: Tensor  # (B, S, C)
     padding_mask: Tensor  # (B, S) True at padding
     states: Optional[list[Tensor]] = None  # output of every depth, if asked
+    # Whether any padding exists, decided once per batch: checking it at every
+    # decoding step would force a device sync per step on GPU.
+    has_padding: bool = True
+
+    @property
+    def attention_mask(self) -> Optional[Tensor]:
+        return self.padding_mask if self.has_padding else None
 
     def index_select(self, order: Tensor) -> "EncoderOut":
         return EncoderOut(
             self.out.index_select(0, order),
             self.padding_mask.index_select(0, order),
             None if self.states is None else [s.index_select(0, order) for s in self.states],
+            self.has_padding,
         )
 
 
@@ -315,7 +323,8 @@ class TransformerEncoder(nn.Module):
     def forward(self, src_tokens: Tensor, return_states: bool = False) -> EncoderOut:
         padding_mask = src_tokens.eq(self.embed.padding_idx)
         # A batch without padding needs no mask, which lets SDPA pick a faster kernel.
-        mask = padding_mask if padding_mask.any() else None
+        has_padding = bool(padding_mask.any())
+        mask = padding_mask if has_padding else None
         x = self.embed(src_tokens)
         c_emb = self.embed.c_emb
         states = [] if return_states else None
@@ -323,7 +332,7 @@ class TransformerEncoder(nn.Module):
             x = self.layers[idx](x, mask, c_emb, self.roles[depth])
             if states is not None:
                 states.append(x)
-        return EncoderOut(x, padding_mask, states)
+        return EncoderOut(x, padding_mask, states, has_padding)
 
 
 class TransformerDecoder(nn.Module):
@@ -357,7 +366,7 @@ class TransformerDecoder(nn.Module):
             prev_output_tokens = prev_output_tokens[:, -1:]
         x = self.embed(prev_output_tokens, start=start)
         c_emb = self.embed.c_emb
-        enc_mask = encoder_out.padding_mask if encoder_out.padding_mask.any() else None
+        enc_mask = encoder_out.attention_mask
         states = [] if return_states else None
         for depth, idx in enumerate(self.spec.layer_order):
             x = self.layers[idx](x, encoder_out.out, enc_mask, c_emb, cache, depth)

@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from pet.checkpoint import atomic_write_text
 from pet.errors import CheckpointError
 from pet.tracking import NullTracker, make_tracker
+from pet.runtime import is_main_process
+from pet.training.preemption import Preempted
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +80,10 @@ def read_result(directory: Path) -> Optional[StageResult]:
 
 
 @contextlib.contextmanager
-def tracked_run(cfg: DictConfig, resume_run_id: Optional[str] = None, enabled: bool = True) -> Iterator[NullTracker]:
-    """One tracking run per job. A resumed job re-attaches to its run id and
-    does not log params again; a failing job is marked FAILED with its traceback."""
-    tracker = make_tracker(cfg.tracking, enabled=enabled)
+def tracked_run(cfg: DictConfig, resume_run_id: Optional[str] = None) -> Iterator[NullTracker]:
+    """One tracking run per job (rank 0 only). A resumed job re-attaches to its
+    run id and does not log params again; a failing job is marked FAILED with its traceback."""
+    tracker = make_tracker(cfg.tracking, enabled=is_main_process())
     tags = {"stage": cfg.stage.name, "model": cfg.model.name, "data": cfg.data.name, **dict(cfg.tracking.tags)}
     run_id = tracker.start(
         run_id=resume_run_id,
@@ -94,12 +96,14 @@ def tracked_run(cfg: DictConfig, resume_run_id: Optional[str] = None, enabled: b
     try:
         yield tracker
     except BaseException as e:
-        if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+        interrupted = isinstance(e, (KeyboardInterrupt, Preempted))
+        if not interrupted:
             with contextlib.suppress(Exception):
                 rd = run_dir(cfg)
                 atomic_write_text(rd / "traceback.txt", traceback.format_exc())
                 tracker.log_artifact(rd / "traceback.txt")
-        tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        # A preempted run is KILLED, not FAILED: the requeued job re-attaches to it.
+        tracker.end("KILLED" if interrupted else "FAILED")
         raise
     tracker.end("FINISHED")
     if run_id:

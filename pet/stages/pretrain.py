@@ -17,7 +17,7 @@ from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.errors import CheckpointError, ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.runtime import configure_threads, seed_everything, select_device
+from pet.runtime import configure_threads, process_rank, seed_everything, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
 from pet.training.trainer import Trainer
 
@@ -50,7 +50,10 @@ def run(cfg: DictConfig) -> StageResult:
     data = load_data(cfg)
     resume = resume_checkpoint(cfg, rd)
     seed_everything(cfg.trainer.seed)
+    # Same initial weights on every rank (DDP also broadcasts rank 0's), then
+    # rank-specific dropout streams.
     model = build_initial_model(cfg, data)
+    seed_everything(cfg.trainer.seed + process_rank())
     if resume is not None and resume["spec"] != model.spec.to_dict():
         raise CheckpointError(
             f"{rd / 'checkpoint_last.pt'} holds a different model shape than this command asks for; "

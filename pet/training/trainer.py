@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pet.checkpoint import save_checkpoint
+from pet.training.preemption import PreemptionGuard
 from pet.data.batch import Batch
 from pet.runtime import rng_state, set_rng_state
 from pet.training.criterion import LN2, LabelSmoothedCrossEntropy, LossFn
@@ -133,6 +134,7 @@ class Trainer:
         )
         self._fit_started = time.perf_counter()
         self._wall_before = 0.0
+        self.guard = PreemptionGuard()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -242,6 +244,12 @@ class Trainer:
         self.state.target_tokens += total_tokens
         for hook in self.hooks:
             hook.after_update(self)
+        if self.world_size > 1:
+            keys = sorted(sums)
+            t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            sums = dict(zip(keys, t.tolist()))
+            ntokens = total_tokens
         out = {k: v / max(ntokens, 1) / LN2 for k, v in sums.items()}
         out.update(gnorm=float(gnorm), lr=lr, ntokens=float(total_tokens))
         return out
@@ -272,10 +280,23 @@ class Trainer:
         return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
 
     def fit(self) -> TrainState:
+        if self.state.finished:
+            log.info("training already finished (%s); nothing to do", self.state.stop_reason)
+            return self.state
+        with PreemptionGuard() as self.guard:
+            return self._fit()
+
+    def _preempted(self) -> bool:
+        flag = self.guard.received is not None
+        if self.world_size > 1:
+            # Every rank must stop at the same update or collectives would hang.
+            t = torch.tensor([int(flag)], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
+
+    def _fit(self) -> TrainState:
         s, t = self.state, self.tcfg
-        if s.finished:
-            log.info("training already finished (%s); nothing to do", s.stop_reason)
-            return s
         self._fit_started, self._wall_before = time.perf_counter(), s.wall_seconds
         for hook in self.hooks:
             hook.on_fit_start(self)
@@ -319,6 +340,12 @@ class Trainer:
                 if t.save_interval_updates and s.num_updates % t.save_interval_updates == 0:
                     s.wall_seconds = self._wall()
                     self.save("checkpoint_last.pt")
+                if self._preempted():
+                    s.wall_seconds = self._wall()
+                    self.save("checkpoint_last.pt")
+                    if self.world_size > 1:
+                        dist.barrier()
+                    self.guard.hand_over()
                 stop = self._should_stop()
                 if stop:
                     break

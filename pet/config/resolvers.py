@@ -1,0 +1,26 @@
+"""OmegaConf resolvers used by conf/config.yaml."""
+
+from __future__ import annotations
+
+import hashlib
+
+from omegaconf import OmegaConf
+
+MAX_DIRNAME = 120
+
+
+def run_dirname(overrides: str) -> str:
+    """A run folder name from the job's overrides: deterministic (so re-running a
+    command finds its checkpoint), one path component (values like
+    ``init_from=a/b.pt`` would otherwise nest folders) and short enough for any
+    filesystem (a long override list is cut and suffixed with its hash)."""
+    name = overrides.replace("/", "_") or "default"
+    if len(name) <= MAX_DIRNAME:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[: MAX_DIRNAME - 11]}-{digest}"
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("pet.dirname"):
+        OmegaConf.register_new_resolver("pet.dirname", run_dirname)

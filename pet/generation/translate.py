@@ -1,0 +1,251 @@
+"""Translate a test set, score it, and write fairseq-style outputs.
+
+``translate_dataset`` is what ``stage=evaluate`` (and validation BLEU) calls:
+length-sorted batches -> :class:`BeamSearch` -> hypotheses back in corpus
+order -> tokenized BLEU and detokenized sacreBLEU -> optional files:
+
+* ``out_path`` (e.g. ``generate-test.txt``): per sentence, in corpus order,
+  fairseq-generate's lines ``S-id``, ``T-id``, ``H-id  score  text``,
+  ``D-id  score  detokenized text``, ``P-id  per-token scores``; scores are in
+  base 2, as fairseq prints them;
+* next to it ``hyp.txt`` / ``ref.txt`` (BPE removed, tokenized: the text
+  tokenized BLEU is computed on) and ``hyp.detok.txt`` / ``ref.detok.txt`` (what
+  sacreBLEU scores, so ``sacrebleu ref.detok.txt < hyp.detok.txt`` reproduces it).
+
+Every file is written to a temporary name and renamed, so a killed job never
+leaves a half-written output that looks complete.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from pet.generation.beam_search import BeamSearch, Hypothesis
+from pet.generation.scoring import BleuScore, detok_sacrebleu, detokenize, tokenized_bleu
+
+BPE_SYMBOL = "@@ "
+
+
+@dataclass
+class TranslationResult:
+    bleu: float  # tokenized BLEU (fairseq --remove-bpe)
+    sacrebleu: Optional[float]  # detokenized sacreBLEU (None if cfg.sacrebleu is off)
+    sacrebleu_signature: Optional[str]
+    n_sentences: int
+    seconds: float  # wall time of batching + decoding (not scoring or writing)
+    sentences_per_second: float
+    tokens_per_second: float  # generated target tokens (best hypothesis, </s> included, as fairseq counts)
+    n_generated_tokens: int
+    hyps: list[str] = field(default_factory=list)  # BPE removed, tokenized, corpus order
+    refs: list[str] = field(default_factory=list)
+    bleu_detail: Optional[BleuScore] = None
+    sacrebleu_detail: Optional[BleuScore] = None
+
+    def summary(self) -> str:
+        parts = [f"BLEU4 = {self.bleu:.2f}"]
+        if self.sacrebleu is not None:
+            parts.append(f"sacreBLEU = {self.sacrebleu:.2f} ({self.sacrebleu_signature})")
+        parts.append(
+            f"{self.n_sentences} sentences in {self.seconds:.1f}s "
+            f"({self.sentences_per_second:.1f} sentences/s, {self.tokens_per_second:.1f} tokens/s)"
+        )
+        return ", ".join(parts)
+
+
+def length_sorted_batches(
+    src_sizes: Sequence[int],
+    indices: Iterable[int],
+    max_tokens: Optional[int],
+    max_sentences: Optional[int],
+) -> list[list[int]]:
+    """Group ``indices`` into batches of similar source length.
+
+    Sorted by source length (ties by index, so the grouping is deterministic);
+    a batch grows while ``len(batch) * longest source`` stays within
+    ``max_tokens`` and ``len(batch)`` within ``max_sentences`` (0/None = no
+    limit). A sentence longer than ``max_tokens`` gets a batch of its own.
+    """
+    order = sorted(indices, key=lambda i: (int(src_sizes[i]), i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n = int(src_sizes[i])
+        grown = max(longest, n)
+        too_many_tokens = bool(max_tokens) and (len(current) + 1) * grown > max_tokens
+        too_many_sentences = bool(max_sentences) and len(current) + 1 > max_sentences
+        if current and (too_many_tokens or too_many_sentences):
+            batches.append(current)
+            current, grown = [], n
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _strip(ids: torch.Tensor, pad: int, eos: int) -> torch.Tensor:
+    ids = ids[ids.ne(pad)]
+    if ids.numel() and int(ids[-1]) == eos:
+        ids = ids[:-1]
+    return ids
+
+
+def _to_string(dictionary: Any, ids: torch.Tensor, escape_unk: bool = False) -> str:
+    """``dictionary.string(ids, bpe_symbol="@@ ")``; references render <unk> as
+    fairseq does (``escape_unk``) when the dictionary supports it, so an <unk> in
+    a hypothesis never counts as matching an <unk> in the reference."""
+    if escape_unk and _accepts(dictionary.string, "escape_unk"):
+        return dictionary.string(ids, bpe_symbol=BPE_SYMBOL, escape_unk=True)
+    return dictionary.string(ids, bpe_symbol=BPE_SYMBOL)
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _write_atomic(path: Path, lines: Iterable[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line)
+                f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cfg(cfg: Any, name: str, default: Any) -> Any:
+    value = getattr(cfg, name, default)
+    return default if value is None else value
+
+
+def translate_dataset(
+    model: torch.nn.Module,
+    dataset: Any,
+    src_dict: Any,
+    tgt_dict: Any,
+    cfg: Any,
+    device: torch.device | str,
+    out_path: Optional[str | os.PathLike] = None,
+    tgt_lang: Optional[str] = None,
+    eos: int = 2,
+    pad: int = 1,
+    unk: int = 3,
+) -> TranslationResult:
+    """Beam-search every sentence of ``dataset`` and score against its targets.
+
+    ``dataset`` is a ``LanguagePairDataset`` (``len``, ``src_sizes``,
+    ``collate(indices) -> Batch``); ``cfg`` a ``GenerationConfig``. The model
+    must already be on ``device``; batches are moved there. ``tgt_lang``
+    (Moses detokenizer language) defaults to ``dataset.tgt_lang`` or ``"en"``.
+    """
+    device = torch.device(device)
+    n_total = len(dataset)
+    max_examples = int(_cfg(cfg, "max_examples", 0))
+    n = min(n_total, max_examples) if max_examples > 0 else n_total
+    batches = length_sorted_batches(
+        dataset.src_sizes, range(n), int(_cfg(cfg, "max_tokens", 0)), int(_cfg(cfg, "max_sentences", 0))
+    )
+    generator = BeamSearch(
+        model,
+        beam=int(_cfg(cfg, "beam", 5)),
+        max_len_a=float(_cfg(cfg, "max_len_a", 1.2)),
+        max_len_b=int(_cfg(cfg, "max_len_b", 10)),
+        lenpen=float(_cfg(cfg, "lenpen", 1.0)),
+        eos=eos,
+        pad=pad,
+        unk=unk,
+    )
+
+    best: dict[int, Hypothesis] = {}
+    sources: dict[int, torch.Tensor] = {}
+    targets: dict[int, torch.Tensor] = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for indices in batches:
+        batch = dataset.collate(indices)
+        hypos = generator.generate(batch.src_tokens.to(device, non_blocking=True))
+        for row, sid in enumerate(batch.ids.tolist()):
+            best[sid] = hypos[row][0]
+            sources[sid] = batch.src_tokens[row].cpu()
+            targets[sid] = batch.target[row].cpu()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+
+    ids = sorted(best)
+    n_tokens = sum(len(best[i]) for i in ids)
+    hyps = [_to_string(tgt_dict, best[i].output_tokens) for i in ids]
+    refs = [_to_string(tgt_dict, _strip(targets[i], pad, eos), escape_unk=True) for i in ids]
+
+    bleu = tokenized_bleu(hyps, refs, bpe_symbol=None) if ids else None
+    lang = tgt_lang or getattr(dataset, "tgt_lang", None) or "en"
+    sacre = detok_sacrebleu(hyps, refs, lang, bpe_symbol=None) if ids and _cfg(cfg, "sacrebleu", True) else None
+
+    result = TranslationResult(
+        bleu=bleu.score if bleu else 0.0,
+        sacrebleu=sacre.score if sacre else None,
+        sacrebleu_signature=sacre.signature if sacre else None,
+        n_sentences=len(ids),
+        seconds=seconds,
+        sentences_per_second=len(ids) / seconds if seconds > 0 else 0.0,
+        tokens_per_second=n_tokens / seconds if seconds > 0 else 0.0,
+        n_generated_tokens=n_tokens,
+        hyps=hyps,
+        refs=refs,
+        bleu_detail=bleu,
+        sacrebleu_detail=sacre,
+    )
+    if out_path is not None:
+        _write_outputs(Path(out_path), ids, sources, best, hyps, refs, src_dict, lang, pad, eos)
+    return result
+
+
+def _write_outputs(
+    out_path: Path,
+    ids: list[int],
+    sources: dict[int, torch.Tensor],
+    best: dict[int, Hypothesis],
+    hyps: list[str],
+    refs: list[str],
+    src_dict: Any,
+    lang: str,
+    pad: int,
+    eos: int,
+) -> None:
+    ln2 = math.log(2)
+    detok_hyps = [detokenize(h, lang) for h in hyps]
+    lines: list[str] = []
+    for sid, hyp_str, ref_str, detok in zip(ids, hyps, refs, detok_hyps):
+        hypo = best[sid]
+        score = hypo.score / ln2  # fairseq prints base-2 scores
+        lines.append(f"S-{sid}\t{_to_string(src_dict, _strip(sources[sid], pad, eos))}")
+        lines.append(f"T-{sid}\t{ref_str}")
+        lines.append(f"H-{sid}\t{score}\t{hyp_str}")
+        lines.append(f"D-{sid}\t{score}\t{detok}")
+        pos = " ".join(f"{x / ln2:.4f}" for x in hypo.positional_scores.tolist())
+        lines.append(f"P-{sid}\t{pos}")
+    folder = out_path.parent
+    _write_atomic(out_path, lines)
+    _write_atomic(folder / "hyp.txt", hyps)
+    _write_atomic(folder / "ref.txt", refs)
+    _write_atomic(folder / "hyp.detok.txt", detok_hyps)
+    _write_atomic(folder / "ref.detok.txt", [detokenize(r, lang) for r in refs])

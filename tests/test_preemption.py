@@ -1,0 +1,79 @@
+"""A job killed mid-training (SIGKILL, or SIGTERM as Slurm sends on preemption)
+and relaunched with the same command ends with exactly the parameters of a job
+that was never interrupted."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pet.checkpoint import load_checkpoint
+from tests.conftest import DEMO_DATA, REPO
+
+TRAIN = [*DEMO_DATA, "stage=pretrain", "model=transformer_tiny", "model.encoder_embed_dim=32",
+         "model.decoder_embed_dim=32", "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64",
+         "trainer.max_tokens=600", "optim.warmup_updates=10", "optim.lr=2e-3", "trainer.max_update=60",
+         "trainer.save_interval_updates=5", "trainer.log_interval=10", "tracking=none",
+         "trainer.progress_bar=none", "trainer.num_threads=1"]
+
+
+def command(root: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "pet", *TRAIN, f"paths.output_root={root}", f"paths.run_dir={run_dir}"]
+
+
+def launch(root, run_dir) -> subprocess.Popen:
+    env = {**os.environ, "PET_ROOT": str(REPO)}
+    return subprocess.Popen(command(root, run_dir), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(root, run_dir) -> None:
+    proc = launch(root, run_dir)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+
+def wait_for_checkpoint(proc, path: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint:\n{proc.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no checkpoint appeared in time")
+        time.sleep(0.02)
+
+
+def final_weights(run_dir: Path) -> dict:
+    ckpt = load_checkpoint(run_dir / "checkpoint_last.pt")
+    assert ckpt["trainer"]["finished"] and ckpt["trainer"]["num_updates"] == 60
+    return ckpt["model"]
+
+
+@pytest.fixture(scope="module")
+def reference(demo_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    finish(demo_root, run_dir)
+    return final_weights(run_dir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_and_relaunched_job_matches_uninterrupted_job(sig, demo_root, reference, tmp_path):
+    proc = launch(demo_root, tmp_path)
+    wait_for_checkpoint(proc, tmp_path / "checkpoint_last.pt")
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        # checkpointed at the next update boundary and left cleanly
+        assert proc.returncode == 128 + signal.SIGTERM, out[-2000:]
+        assert "exiting after SIGTERM" in out
+    interrupted_at = load_checkpoint(tmp_path / "checkpoint_last.pt")["trainer"]
+    assert not interrupted_at["finished"] and interrupted_at["num_updates"] < 60
+    finish(demo_root, tmp_path)
+    resumed = final_weights(tmp_path)
+    for name, tensor in reference.items():
+        assert torch.equal(tensor, resumed[name]), f"{name} differs after {sig.name} + relaunch"
