@@ -80,3 +80,20 @@ def test_gradient_accumulation_matches_one_big_batch(demo_root, tmp_path):
     t2.train_step([batches[0] + batches[1]])
     for a, b in zip(t1.model.parameters(), t2.model.parameters()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_validate_bleu_each_epoch_is_logged(demo_root, tmp_path):
+    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=1", "trainer.validate_bleu=true",
+                      "generation.max_examples=10", "generation.beam=2", f"paths.run_dir={tmp_path}")
+    logged = {}
+
+    class Recorder:
+        run_id = None
+
+        def log_metrics(self, metrics, step=None):
+            logged.update(metrics)
+
+    trainer = make_trainer(cfg)
+    trainer.tracker = Recorder()
+    trainer.fit()
+    assert 0.0 <= logged["valid_bleu"] <= 100.0

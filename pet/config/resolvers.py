@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -21,6 +22,13 @@ def run_dirname(overrides: str) -> str:
     return f"{name[: MAX_DIRNAME - 11]}-{digest}"
 
 
+def repo_root() -> str:
+    """The checkout pet runs from (conf/ and outputs/ live there), whatever the cwd."""
+    return str(Path(__file__).resolve().parents[2])
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("pet.dirname"):
         OmegaConf.register_new_resolver("pet.dirname", run_dirname)
+    if not OmegaConf.has_resolver("pet.repo_root"):
+        OmegaConf.register_new_resolver("pet.repo_root", repo_root)

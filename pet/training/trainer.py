@@ -270,6 +270,18 @@ class Trainer:
         metrics["valid_ppl"] = 2 ** metrics["valid_nll_loss"]
         return metrics
 
+    def validate_bleu(self) -> float:
+        """Beam-search BLEU on the validation split (generation.max_examples caps
+        the sentences, since decoding costs far more than the loss)."""
+        from pet.generation.translate import translate_dataset
+
+        gen = self.cfg.generation
+        result = translate_dataset(
+            self.model, self.valid_data, self.src_dict, self.tgt_dict, gen, self.device, tgt_lang=None
+        )
+        self.model.train()
+        return result.bleu
+
     def _progress(self, total: int, initial: int, epoch: int):
         mode = self.tcfg.progress_bar
         use_bar = self.is_main and (mode == "tqdm" or (mode == "auto" and sys.stderr.isatty()))
@@ -367,6 +379,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_epoch_end(self)
         metrics = self.validate()
+        if self.tcfg.validate_bleu and self.is_main:
+            metrics["valid_bleu"] = self.validate_bleu()
         s.last_valid_loss = metrics["valid_loss"]
         improved = s.last_valid_loss < s.best_valid_loss
         if improved:
@@ -382,13 +396,14 @@ class Trainer:
         )
         if self.is_main:
             log.info(
-                "end of epoch %d (update %d): valid loss %.4f, nll %.4f, ppl %.2f, best %.4f",
+                "end of epoch %d (update %d): valid loss %.4f, nll %.4f, ppl %.2f, best %.4f%s",
                 s.epoch,
                 s.num_updates,
                 metrics["valid_loss"],
                 metrics["valid_nll_loss"],
                 metrics["valid_ppl"],
                 s.best_valid_loss,
+                f", BLEU {metrics['valid_bleu']:.2f}" if "valid_bleu" in metrics else "",
             )
             self.tracker.log_metrics(metrics, step=s.num_updates)
         if complete:
