@@ -48,6 +48,11 @@ def app(cfg: DictConfig) -> Optional[float]:
 
 
 def main() -> None:
+    # `pet report <sweep dir> [overrides]` is shorthand for
+    # `pet stage=report report.sweep_dir=<sweep dir> [overrides]`.
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        rest = [a if ("=" in a or a.startswith("-")) else f"report.sweep_dir={a}" for a in sys.argv[2:]]
+        sys.argv = [sys.argv[0], "stage=report", *rest]
     app()
 
 

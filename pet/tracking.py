@@ -122,6 +122,10 @@ def make_tracker(cfg: Any, enabled: bool = True) -> NullTracker:
     if not enabled or cfg.backend == "none":
         return NullTracker()
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # A dead tracking server should fail a job in seconds, not after MLflow's
+    # default minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     return MlflowTracker(cfg.uri, cfg.experiment, cfg.artifact_location)
 
 

@@ -66,3 +66,16 @@ def test_demo_pipeline_end_to_end_with_mlflow(tmp_path):
     assert "bleu" in evaluate.data.metrics and "nrefs:1" in evaluate.data.tags["sacrebleu_signature"]
     pretrain = next(r for r in runs if r.data.tags.get("stage") == "pretrain")
     assert "valid_loss" in pretrain.data.metrics and pretrain.data.params["model.encoder_embed_dim"] == "32"
+
+
+def test_multirun_runs_every_combination(tmp_path):
+    r = run_pet("--multirun", "stage=summary", "model=transformer_tiny,transformer_small",
+                "data.src_vocab_size=100", "data.tgt_vocab_size=120", "tracking=none", f"paths.output_root={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "#0 : stage=summary model=transformer_tiny" in r.stdout + r.stderr
+    assert "#1 : stage=summary model=transformer_small" in r.stdout + r.stderr
+    jobs = sorted(p.name for p in (tmp_path / "sweeps" / "summary").iterdir() if p.is_dir())
+    assert [j for j in jobs if j.startswith("data.")] == [
+        "data.src_vocab_size=100,data.tgt_vocab_size=120,model=transformer_small",
+        "data.src_vocab_size=100,data.tgt_vocab_size=120,model=transformer_tiny",
+    ]

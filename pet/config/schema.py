@@ -176,49 +176,82 @@ class StageConfig:
 
 @dataclass
 class ShrinkConfig:
-    """How selected connectivity parameters go to zero (SRP)."""
+    """How selected connectivity parameters go to zero (SRP, pet.pruning.shrink).
 
-    # arithmetic | geometric | oneshot
+    The original's sa/sg/ea/eg are type x unit: arithmetic|geometric per step|epoch.
+    """
+
+    # arithmetic (c = 1 - k/N) | geometric (c = final_value^(k/N)) | oneshot
+    # (c = 0 at the selection point: the no-regularization ablation)
     type: str = "geometric"
-    # step | epoch
+    # step: N = optimizer updates of the period, counted from the real batch
+    # sampler; epoch: N = pruning.pruning_period
     unit: str = "step"
-    # geometric: value reached at the end of the period, then set to 0
+    # geometric: value reached at the end of the period, then set to exactly 0
     final_value: float = 1e-5
 
 
 @dataclass
 class PruningConfig:
-    """SRP pruning (issue 3)."""
+    """SRP pruning (issue 3; pet.pruning, stage=prune).
+
+    compression_rate is the fraction of ALL parameters (embeddings included)
+    kept at the end of the chain, measured against the unpruned model the
+    chain started from; see pet.pruning.rate for how each stage uses it.
+    """
 
     # emb | heads_ffn | all: which connectivity parameters this stage prunes
     targets: str = "all"
     compression_rate: float = 0.5  # fraction of parameters kept
+    # k iterations: iteration i ends at keep ratio r^(i/k) of the chain
     pruning_iter: int = 1
     iteration: int = 1  # which of the pruning_iter iterations this run is
-    pruning_period: int = 2  # epochs of shrinking
+    pruning_period: int = 2  # epochs of shrinking (0 = remove at once, no training)
     # connectivity-parameter LayerNorm: weighted | unweighted
     layernorm: str = "weighted"
-    # importance: gradient | random
+    # importance: gradient (-dL/dc, NLL, eval mode) | random (seeded ablation)
     importance: str = "gradient"
-    importance_batches: int = 32
+    importance_batches: int = 32  # training batches sampled for -dL/dc
     importance_seed: int = 1
-    kd_alpha: float = 0.5
+    kd_alpha: float = 0.5  # weight of T^2*KL(teacher || student); CE gets 1-alpha
     kd_temperature: float = 2.0
+    # Removal must preserve teacher-forced log-probs within this (checked on
+    # verify_batches validation batches; the run fails otherwise).
+    verify_tolerance: float = 1e-5
+    verify_batches: int = 2
+    # Report (printed, logged, in result.json): BLEU before/after on the first
+    # bleu_sentences of generation.split (0 = all), latency at each batch size
+    # (beam generation.beam, synthetic sources of latency_length tokens
+    # decoded for exactly latency_length steps), FLOPs of that same work.
+    report_bleu: bool = True
+    bleu_sentences: int = 500
+    report_latency: bool = True
+    latency_batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    latency_length: int = 25
+    latency_repeats: int = 3
+    latency_threads: int = 0  # 0 = the job's torch threads
 
 
 @dataclass
 class DistillConfig:
     """PET warm-up and knowledge distillation (issue 4)."""
 
-    # warmup | kd | none
+    # warmup (4-class task, teacher = baseline) | kd (teacher = tiny teacher) |
+    # none (plain label-smoothed CE, no teacher)
     mode: str = "kd"
-    teacher: Optional[str] = None  # checkpoint path
-    alpha: float = 0.1
-    beta: float = 50.0
+    # Teacher checkpoint path; inside a pipeline also @<step name>.
+    teacher: Optional[str] = None
+    # Build the student from model= even when init_from is set (a pipeline
+    # step otherwise inherits the previous step's checkpoint as init_from).
+    from_scratch: bool = False
+    alpha: float = 0.1  # weight of T^2*KL; CE gets 1-alpha
+    beta: float = 50.0  # weight of the hidden-state MSE (per-token mean)
     temperature: float = 10.0
-    # (student effective layer, teacher layer) pairs for the hidden-state loss
+    # [student effective depth, teacher layer] pairs for the hidden-state loss;
+    # empty = evenly spaced, ceil((i+1)*Lt/Ls)-1 (4 over 6: 0-1, 1-2, 2-4, 3-5)
     encoder_layer_map: list[list[int]] = field(default_factory=list)
     decoder_layer_map: list[list[int]] = field(default_factory=list)
+    # Warm-up label thresholds on the teacher's max probability.
     confident_correct: float = 0.9
     confident_wrong: float = 0.7
     warmup_label_smoothing: float = 0.1
@@ -226,9 +259,30 @@ class DistillConfig:
 
 @dataclass
 class ReportConfig:
+    """stage=report: a table and plots over a sweep's jobs (pet.sweep.report)."""
+
+    # The multirun folder (outputs/sweeps/<run_name>), or an MLflow parent run
+    # read from tracking.uri; one of the two.
     sweep_dir: Optional[str] = None
     parent_run_id: Optional[str] = None
+    # y axis of the plots and Pareto fronts; jobs without it fall back to their
+    # main metric (result.json metric_name)
     metric: str = "bleu"
+    maximize: Optional[bool] = None  # null: lower is better for *loss*/*ppl*/latency names
+    # Metric columns; empty = bleu, parameters, flops_per_tgt_token,
+    # latency_ms_b*, then every other numeric metric the jobs report
+    columns: list[str] = field(default_factory=list)
+    params_key: str = "parameters"
+    latency_key: Optional[str] = None  # null: latency_ms_b1, else the smallest batch present
+    # report.md/.csv/.png go here; null = <sweep_dir>/report (or the run dir)
+    output_dir: Optional[str] = None
+    log_to_mlflow: bool = True  # attach the files to the sweep's parent run
+    # Time each completed job's checkpoint where its result has no latency,
+    # FLOPs or size (beam generation.beam, threads trainer.num_threads)
+    measure: bool = False
+    latency_batch_sizes: list[int] = field(default_factory=lambda: [1])
+    latency_length: int = 25
+    latency_repeats: int = 3
 
 
 @dataclass

@@ -83,12 +83,18 @@ def read_result(directory: Path) -> Optional[StageResult]:
 def tracked_run(cfg: DictConfig, resume_run_id: Optional[str] = None) -> Iterator[NullTracker]:
     """One tracking run per job (rank 0 only). A resumed job re-attaches to its
     run id and does not log params again; a failing job is marked FAILED with its traceback."""
-    tracker = make_tracker(cfg.tracking, enabled=is_main_process())
-    tags = {"stage": cfg.stage.name, "model": cfg.model.name, "data": cfg.data.name, **dict(cfg.tracking.tags)}
+    from pet.sweep.tracking import job_tracking_context
+
+    main = is_main_process()
+    tracker = make_tracker(cfg.tracking, enabled=main)
+    # In a multirun job: the sweep's parent run (<sweep dir>/mlflow_parent.json)
+    # unless tracking.parent_run_id is set; and the job's overrides as tags.
+    parent_run_id, job_tags = job_tracking_context(cfg, enabled=main)
+    tags = {"stage": cfg.stage.name, "model": cfg.model.name, "data": cfg.data.name, **job_tags, **dict(cfg.tracking.tags)}
     run_id = tracker.start(
         run_id=resume_run_id,
         run_name=cfg.tracking.run_name or f"{cfg.stage.name}:{cfg.model.name}:{cfg.data.name}",
-        parent_run_id=cfg.tracking.parent_run_id,
+        parent_run_id=parent_run_id,
         tags=tags,
     )
     if run_id and not resume_run_id:

@@ -66,7 +66,13 @@ def run(cfg: DictConfig) -> StageResult:
         raise ConfigError("stage=pipeline has no steps; use an experiment file that defines stage.steps")
     rd = run_dir(cfg)
     base = _job_overrides()
-    parent = create_parent_run(cfg.tracking, run_name=f"pipeline:{cfg.run_name}", tags={"stage": "pipeline"})
+    from pet.sweep.tracking import job_tracking_context
+
+    sweep_parent, sweep_tags = job_tracking_context(cfg)
+    tags = {"stage": "pipeline", **sweep_tags}
+    if sweep_parent:  # a pipeline job inside a --multirun sweep nests under the sweep's run
+        tags["mlflow.parentRunId"] = sweep_parent
+    parent = create_parent_run(cfg.tracking, run_name=f"pipeline:{cfg.run_name}", tags=tags)
     products: dict[str, str] = {}
     latest: str | None = cfg.init_from
     rows: list[tuple[str, StageResult]] = []

@@ -6,7 +6,7 @@ import logging
 
 from omegaconf import DictConfig
 
-from pet.stages.common import StageResult, data_dir, tracked_run
+from pet.stages.common import StageResult, data_dir, run_dir, tracked_run, write_result
 
 log = logging.getLogger(__name__)
 
@@ -24,5 +24,7 @@ def run(cfg: DictConfig) -> StageResult:
         tracker.log_metrics(metrics)
         tracker.log_artifact(out / "meta.json")
     log.info("data %s ready in %s: %s", cfg.data.name, out, ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
-    return StageResult(stage="prepare", metric_name="src_vocab", metric=float(len(data.src_dict)), metrics=metrics,
-                       run_id=tracker.run_id)
+    result = StageResult(stage="prepare", metric_name="src_vocab", metric=float(len(data.src_dict)), metrics=metrics,
+                         run_id=tracker.run_id)
+    write_result(run_dir(cfg), result)
+    return result

@@ -15,7 +15,7 @@ from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.errors import ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.stages.common import StageResult, data_dir
+from pet.stages.common import StageResult, data_dir, run_dir, write_result
 
 log = logging.getLogger(__name__)
 
@@ -55,4 +55,6 @@ def run(cfg: DictConfig) -> StageResult:
         "decoder_flops_per_tgt_token": flops["decoder_per_tgt_token"],
         "flops_per_tgt_token": flops["total_per_tgt_token"],
     }
-    return StageResult(stage="summary", metric_name="parameters", metric=float(metrics["parameters"]), metrics=metrics)
+    result = StageResult(stage="summary", metric_name="parameters", metric=float(metrics["parameters"]), metrics=metrics)
+    write_result(run_dir(cfg), result)
+    return result

@@ -1,7 +1,8 @@
 """Checkpoint-then-leave on Slurm's pre-timeout / preemption signals.
 
-Slurm sends SIGUSR1 (``--signal=USR1@120``, submitit's default) before a time
-limit and SIGTERM on preemption or scancel. Acting inside the signal handler
+Slurm sends a pre-timeout signal (SIGUSR1 with ``--signal=USR1@120`` in our
+sbatch template; SIGUSR2 under submitit >= 1.5) and SIGTERM on preemption or
+scancel. Acting inside the signal handler
 would checkpoint a half-updated model, so the handler only records the signal;
 the training loop checks at each update boundary, writes ``checkpoint_last.pt``
 and then hands over: to submitit's own handler when one was installed (it
@@ -21,7 +22,7 @@ from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 
 
 class Preempted(SystemExit):
@@ -63,11 +64,12 @@ class PreemptionGuard:
             previous(signum, None)
         requeued = False
         job = os.environ.get("SLURM_JOB_ID")
-        if signum == signal.SIGUSR1 and job and os.environ.get("SUBMITIT_EXECUTOR") is None:
+        pre_timeout = signum in (signal.SIGUSR1, signal.SIGUSR2)
+        if pre_timeout and job and os.environ.get("SUBMITIT_EXECUTOR") is None:
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
             requeued = result.returncode == 0
             if not requeued:
                 log.error("scontrol requeue %s failed: %s", job, result.stderr.strip())
         name = signal.Signals(signum).name
         log.warning("exiting after %s%s; re-run the same command to resume", name, " (requeued)" if requeued else "")
-        raise Preempted(0 if requeued or signum == signal.SIGUSR1 else 128 + signum)
+        raise Preempted(0 if requeued or pre_timeout else 128 + signum)
