@@ -17,7 +17,7 @@ from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.errors import CheckpointError, ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.runtime import configure_threads, process_rank, seed_everything, select_device
+from pet.runtime import configure_threads, is_main_process, process_rank, seed_everything, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
 from pet.training.trainer import Trainer
 
@@ -60,6 +60,11 @@ def run(cfg: DictConfig) -> StageResult:
             "use another run folder (paths.run_dir=...) or trainer.reset=true to start over"
         )
     log.info("model %s: %s parameters", cfg.model.name, f"{model.num_parameters():,}")
+    # A pruned model keeps its pruning history through finetuning, so reports
+    # (and later prune runs) still know the unpruned origin.
+    init_ckpt = load_checkpoint(cfg.init_from) if cfg.init_from and cfg.stage.name == "finetune" else None
+    history = (init_ckpt or {}).get("pruning_history")
+    extra = {"config": resolved_config(cfg), **({"pruning_history": history} if history else {})}
     with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
         trainer = Trainer(
             cfg=cfg,
@@ -71,7 +76,7 @@ def run(cfg: DictConfig) -> StageResult:
             run_dir=rd,
             device=device,
             tracker=tracker,
-            checkpoint_extra=lambda: {"config": resolved_config(cfg)},
+            checkpoint_extra=lambda: extra,
         )
         if resume is not None:
             trainer.load_state_dict(resume)
@@ -93,5 +98,10 @@ def run(cfg: DictConfig) -> StageResult:
             },
             run_id=tracker.run_id,
         )
+        if history and is_main_process():
+            from pet.pruning.report import finetune_report
+
+            best = model_from_checkpoint(load_checkpoint(rd / "checkpoint_best.pt")).to(device)
+            result.metrics.update(finetune_report(cfg, data, init_ckpt, best, device, tracker, rd))
         write_result(rd, result)
     return result

@@ -42,7 +42,7 @@ from omegaconf import DictConfig
 
 from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pet.errors import CheckpointError, ConfigError
-from pet.runtime import configure_threads, seed_everything, select_device
+from pet.runtime import configure_threads, is_main_process, seed_everything, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, read_result, resolved_config, run_dir, tracked_run, write_result
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def _check_chain(cfg: DictConfig, history: list[dict[str, Any]]) -> None:
                 f"pruning.iteration={p.iteration} continues iteration {p.iteration - 1} of pruning.targets={p.targets}; "
                 f"init_from must be that run's {PRUNED}"
             )
+    if p.targets == "emb" and any(h["targets"] in ("heads_ffn", "all") for h in history):
+        log.warning("pruning the width after heads/FFN were pruned: the chain will end below pruning.compression_rate")
     if history and abs(float(history[0]["compression_rate"]) - float(p.compression_rate)) > 1e-12:
         log.warning(
             "this chain started with pruning.compression_rate=%s; this run asks for %s of the unpruned model's parameters",
@@ -248,6 +250,8 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         "removal_max_logprob_diff": diff,
         "init_from": str(cfg.init_from),
     }
+    if not is_main_process():
+        return small, entry
     save_checkpoint(
         {
             "spec": small.spec.to_dict(),
@@ -264,7 +268,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
 
 
 def _report(cfg: DictConfig, data: Any, base, small, device: torch.device) -> dict[str, Any]:
-    from pet.pruning.report import bleu_function, compare, measure
+    from pet.pruning.report import bleu_function, compare, measure_pair
 
     p = cfg.pruning
     bleu_fn = None
@@ -272,17 +276,7 @@ def _report(cfg: DictConfig, data: Any, base, small, device: torch.device) -> di
         bleu_fn = bleu_function(
             data.split(cfg.generation.split), data.src_dict, data.tgt_dict, cfg.generation, device, p.bleu_sentences
         )
-    kwargs = dict(
-        beam=cfg.generation.beam,
-        length=p.latency_length,
-        batch_sizes=list(p.latency_batch_sizes),
-        repeats=p.latency_repeats,
-        threads=p.latency_threads,
-        latency=p.report_latency,
-        bleu_fn=bleu_fn,
-    )
-    before = measure(base.to(device), **kwargs)
-    after = measure(small.to(device), **kwargs)
+    before, after = measure_pair(cfg, base.to(device), small.to(device), bleu_fn)
     return compare(before, after)
 
 
@@ -329,6 +323,9 @@ def run(cfg: DictConfig) -> StageResult:
         else:
             small, entry = _prune(cfg, rd, data, base, init, tracker, device)
         small.eval()
+        if not is_main_process():  # distributed job: rank 0 measures and reports
+            return StageResult(stage="prune", metric_name="achieved_rate", metric=entry["achieved_rate"],
+                               checkpoint=str(rd / PRUNED))
         rows = _report(cfg, data, base, small, device)
         rate = {
             "requested_rate": entry["requested_rate"],
@@ -344,7 +341,7 @@ def run(cfg: DictConfig) -> StageResult:
         }
         title = f"SRP prune ({entry['targets']}, iteration {entry['iteration']}/{entry['pruning_iter']}, " \
                 f"shrink {entry['shrink'][0]}/{entry['shrink'][1]}, importance {entry['importance']})"
-        text = format_report(title, rows, rate)
+        text = format_report(title, rows, rate) + "\n" + _shape_lines(small)
         print("\n" + text + "\n", flush=True)
         atomic_write_text(rd / "prune_report.txt", text + "\n")
         atomic_write_text(rd / "prune_report.json", json.dumps(metrics, indent=2, default=str))
@@ -376,3 +373,14 @@ def _shape(model) -> dict[str, Any]:
         if side == "decoder":
             out[side]["cross_attn_qk_vo"] = [[l.cross_attn.qk_dim, l.cross_attn.vo_dim] for l in st.layers if l.cross_attn]
     return out
+
+
+def _shape_lines(model) -> str:
+    lines = []
+    for side, st in (("encoder", model.spec.encoder), ("decoder", model.spec.decoder)):
+        attn = sorted({(l.self_attn.qk_dim, l.self_attn.vo_dim) for l in st.layers})
+        lines.append(
+            f"{side} after: width {st.embed_dim} (of {st.embed_scale_dim}), FFN {[l.ffn_dim for l in st.layers]}, "
+            f"self-attention {st.layers[0].self_attn.heads} heads x (qk, vo) {attn}"
+        )
+    return "\n".join(lines)

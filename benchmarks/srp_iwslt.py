@@ -1,0 +1,248 @@
+"""SRP benchmark on IWSLT'14 de-en (26.9k-pair training subset in ../shared), CPU-sized.
+
+From one pretrained ``transformer_small`` (3+3 layers, d 256, FFN 512, 4 heads),
+at each compression rate (fraction of ALL parameters kept; default 0.5 and
+0.25) it prunes with
+
+    srp_two_stage     width (P epochs), then fresh importance and q/k, v/o, FFN (P epochs)
+    srp_single_stage  everything at once, 2P epochs of shrinking
+    oneshot           the same selection as srp_single_stage's, c = 0 at once (no
+                      regularization), then the same 2P epochs of KD training
+    random            random importance, otherwise srp_single_stage
+
+so every method gets 2P epochs of pruning-time training (with KD from the
+unpruned model) and then the same finetune budget (F epochs of plain CE).
+Then, for the unpruned model and every final model, it reports test BLEU
+(beam 5, BPE removed, tokenized), parameters, FLOPs per target token
+(torch flop counter, incremental beam-5 decoding), measured CPU latency at
+batch 1 and batch 64 (beam 5, fixed output length, identical work for every
+model), the measured speedup and the FLOP-ideal one. ``unpruned_continued``
+(the base trained for the same 2P+F extra epochs) is the fair BLEU reference.
+
+Checks printed at the end (the issue's acceptance criteria):
+SRP (two- and single-stage) beats oneshot and random at equal size, and the
+measured batch-64 speedup reaches >= 0.9 of the FLOP-ideal one.
+
+    python benchmarks/srp_iwslt.py --threads 2                 # the real run (hours on 2 cores)
+    python benchmarks/srp_iwslt.py --smoke                     # proves it runs (minutes)
+
+Every stage runs as its own ``python -m pet stage=...`` process (what a user
+types; thread counts stay per process); finished stages are skipped on a
+re-run (their result.json exists). Results: <out>/results.json and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
+
+# Pretraining follows benchmarks/core_iwslt.py (short warm-up for a CPU budget);
+# pruning and finetuning continue at a lower rate with a fresh optimizer.
+PRETRAIN = ["optim.lr=1e-3", "optim.warmup_updates=400", "model.dropout=0.1", "trainer.max_tokens=4096"]
+CONTINUE = ["optim.lr=5e-4", "optim.warmup_updates=200", "trainer.max_tokens=4096"]
+METHODS = ("srp_two_stage", "srp_single_stage", "oneshot", "random")
+
+
+def pet_cmd(args: argparse.Namespace, run_dir: Path, overrides: list[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "pet",
+        "data=iwslt14_shared", "model=transformer_small",
+        f"tracking={args.tracking}", f"trainer.num_threads={args.threads}", "trainer.progress_bar=none",
+        f"paths.output_root={args.out / 'outputs'}", f"paths.run_dir={run_dir}",
+        f"trainer.device={args.device}",
+        *overrides,
+    ]
+
+
+def run_stage(args: argparse.Namespace, name: str, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """One pet stage in its own process; skipped when its result.json exists."""
+    result = run_dir / "result.json"
+    if result.exists():
+        print(f"[skip] {name}: {result}", flush=True)
+        return json.loads(result.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = pet_cmd(args, run_dir, overrides)
+    print(f"[run ] {name}: {' '.join(cmd[3:])}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
+    started = time.perf_counter()
+    with open(run_dir / "stage.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = (run_dir / "stage.log").read_text()[-3000:]
+        sys.exit(f"{name} failed ({proc.returncode}) after {seconds:.0f}s; see {run_dir / 'stage.log'}\n{tail}")
+    print(f"       done in {seconds:.0f}s", flush=True)
+    out = json.loads(result.read_text())
+    out["wall_s"] = seconds
+    result.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def budget(args: argparse.Namespace, epochs: int) -> list[str]:
+    """Epoch budget, capped in --smoke mode by a handful of updates."""
+    extra = [f"trainer.max_update={args.smoke_updates}"] if args.smoke else []
+    return [f"trainer.max_epoch={epochs}", *extra]
+
+
+def prune_chain(args: argparse.Namespace, method: str, rate: float, base_ckpt: Path) -> Path:
+    """Prune + finetune one method at one rate; returns the final checkpoint."""
+    root = args.out / f"cr{rate}" / method
+    p = args.period
+    common = [
+        "stage=prune", f"pruning.compression_rate={rate}", "pruning.report_latency=false", "pruning.report_bleu=false",
+        f"pruning.importance_batches={args.importance_batches}", *CONTINUE,
+    ]
+    shrink = "oneshot" if method == "oneshot" else args.shrink
+    if args.smoke:
+        common.append(f"trainer.max_update={args.smoke_updates}")
+    if method == "srp_two_stage":
+        s1 = run_stage(args, f"{method}@{rate}/prune_emb", root / "prune_emb",
+                       [*common, f"shrink={shrink}", "pruning=two_stage_1", f"pruning.pruning_period={p}", f"init_from={base_ckpt}"])
+        pruned = run_stage(args, f"{method}@{rate}/prune_heads_ffn", root / "prune_heads_ffn",
+                           [*common, f"shrink={shrink}", "pruning=two_stage_2", f"pruning.pruning_period={p}", f"init_from={s1['checkpoint']}"])
+    else:
+        extra = {"srp_single_stage": [], "oneshot": [], "random": ["pruning.importance=random"]}[method]
+        pruned = run_stage(args, f"{method}@{rate}/prune", root / "prune",
+                           [*common, f"shrink={shrink}", "pruning=single_stage", f"pruning.pruning_period={2 * p}", *extra, f"init_from={base_ckpt}"])
+    ft = run_stage(args, f"{method}@{rate}/finetune", root / "finetune",
+                   ["stage=finetune", *CONTINUE, *budget(args, args.finetune_epochs), f"init_from={pruned['checkpoint']}"])
+    return Path(ft["checkpoint"])
+
+
+def evaluate(args: argparse.Namespace, name: str, ckpt: Path) -> float:
+    res = run_stage(args, f"{name}/evaluate", args.out / "eval" / name,
+                    ["stage=evaluate", "generation.split=test", "generation.beam=5",
+                     f"generation.max_examples={args.eval_sentences}", f"init_from={ckpt}"])
+    return float(res["metric"])
+
+
+def measure_all(args: argparse.Namespace, checkpoints: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Parameters, FLOPs and latency of every model, in this process.
+
+    Latency rounds are interleaved over all models (pet.pruning.report.paired_latency),
+    so a change in machine load affects every model alike.
+    """
+    import torch
+
+    from pet.checkpoint import load_checkpoint, model_from_checkpoint
+    from pet.pruning.report import measure, paired_latency
+
+    torch.set_num_threads(args.threads)
+    models = {name: model_from_checkpoint(load_checkpoint(ckpt)).eval() for name, ckpt in checkpoints.items()}
+    sizes = {name: measure(m, beam=5, length=25) for name, m in models.items()}
+    latency = paired_latency(list(models.values()), beam=5, length=25, batch_sizes=tuple(args.batch_sizes),
+                             repeats=args.latency_repeats, threads=args.threads)
+    out = {}
+    for (name, m), ms in zip(sizes.items(), latency):
+        out[name] = {"parameters": m.parameters, "flops_per_sentence": m.flops_per_sentence,
+                     "flops_per_tgt_token": m.flops_per_tgt_token, "ms_per_sentence": ms}
+        print(f"[meas] {name}: {m.parameters:,} params, {m.flops_per_tgt_token / 1e6:.2f} MFLOPs/token, "
+              + ", ".join(f"b{bs} {v:.1f} ms/sent" for bs, v in ms.items()), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "srp_iwslt")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="training device (latency is always measured where the models load: CPU)")
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.25])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--pretrain-epochs", type=int, default=30)
+    ap.add_argument("--period", type=int, default=2, help="P: epochs per SRP stage (single-stage methods get 2P)")
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--shrink", default="geometric", choices=["geometric", "arithmetic"])
+    ap.add_argument("--importance-batches", type=int, default=32)
+    ap.add_argument("--eval-sentences", type=int, default=0, help="0 = the whole test set (6,750)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--latency-repeats", type=int, default=5)
+    ap.add_argument("--no-continued-baseline", action="store_true", help="skip training the unpruned model 2P+F more epochs")
+    ap.add_argument("--tracking", default="none", choices=["none", "mlflow"])
+    ap.add_argument("--smoke", action="store_true",
+                    help="first rate only, a few updates per stage, 20 test sentences: proves the script runs")
+    ap.add_argument("--smoke-updates", type=int, default=3)
+    args = ap.parse_args()
+    if not (SHARED_BPE / "train.de").exists():
+        sys.exit(f"IWSLT'14 data not found at {SHARED_BPE}; this benchmark reads ../shared beside the checkout")
+    if args.smoke:
+        args.out = args.out.with_name(args.out.name + "_smoke") if args.out.name == "srp_iwslt" else args.out
+        args.pretrain_epochs, args.period, args.finetune_epochs = 1, 1, 1
+        args.eval_sentences, args.latency_repeats, args.importance_batches = 20, 1, 2
+        args.batch_sizes = [1, 8]
+        args.rates = args.rates[:1]
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    base = run_stage(args, "pretrain", args.out / "pretrain", ["stage=pretrain", *PRETRAIN, *budget(args, args.pretrain_epochs)])
+    base_ckpt = Path(base["checkpoint"])
+    finals: dict[str, Path] = {"unpruned": base_ckpt}
+    if not args.no_continued_baseline:
+        cont = run_stage(args, "unpruned_continued", args.out / "unpruned_continued",
+                         ["stage=finetune", *CONTINUE, *budget(args, 2 * args.period + args.finetune_epochs), f"init_from={base_ckpt}"])
+        finals["unpruned_continued"] = Path(cont["checkpoint"])
+    for rate in args.rates:
+        for method in args.methods:
+            finals[f"{method}@{rate}"] = prune_chain(args, method, rate, base_ckpt)
+
+    bleu = {name: evaluate(args, name, ckpt) for name, ckpt in finals.items()}
+    sizes = measure_all(args, finals)
+    ref = sizes["unpruned"]
+    rows = {}
+    for name in finals:
+        s = sizes[name]
+        row = {"bleu": bleu[name], **s, "params_kept": s["parameters"] / ref["parameters"],
+               "flop_ideal_speedup": ref["flops_per_sentence"] / s["flops_per_sentence"]}
+        for bs, ms in s["ms_per_sentence"].items():
+            row[f"speedup_b{bs}"] = ref["ms_per_sentence"][bs] / ms
+            row[f"speedup_vs_ideal_b{bs}"] = row[f"speedup_b{bs}"] / row["flop_ideal_speedup"]
+        rows[name] = row
+
+    checks = {}
+    for rate in args.rates:
+        got = {m: rows.get(f"{m}@{rate}") for m in METHODS}
+        if all(got.values()):
+            for srp in ("srp_two_stage", "srp_single_stage"):
+                checks[f"{srp} beats oneshot and random @ {rate}"] = got[srp]["bleu"] > max(got["oneshot"]["bleu"], got["random"]["bleu"])
+        big = str(max(args.batch_sizes))
+        for m, r in got.items():
+            if r and r["flop_ideal_speedup"] > 1.01:
+                checks[f"{m}@{rate} batch-{big} speedup >= 0.9 of FLOP-ideal"] = r[f"speedup_vs_ideal_b{big}"] >= 0.9
+
+    results = {
+        "setup": {"data": "IWSLT'14 de-en, 26.9k-pair training subset", "model": "transformer_small", **{
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}},
+        "rows": rows, "checks": checks, "wall_s": time.perf_counter() - started,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    bs_cols = [str(b) for b in args.batch_sizes]
+    header = f"{'model':<26}{'BLEU':>7}{'params':>12}{'kept':>7}{'MFLOP/tok':>10}{'ideal':>7}" + "".join(
+        f"{'ms b' + b:>10}{'x b' + b:>8}{'/ideal':>8}" for b in bs_cols)
+    print(f"\nSRP benchmark (IWSLT'14 de-en 26.9k subset, transformer_small, {args.threads} CPU threads)")
+    print(header)
+    print("-" * len(header))
+    for name, r in rows.items():
+        line = (f"{name:<26}{r['bleu']:>7.2f}{r['parameters']:>12,}{r['params_kept']:>7.3f}"
+                f"{r['flops_per_tgt_token'] / 1e6:>10.2f}{r['flop_ideal_speedup']:>7.2f}")
+        for b in bs_cols:
+            ms = r["ms_per_sentence"][int(b)]
+            line += f"{ms:>10.2f}{r[f'speedup_b{b}']:>8.2f}{r[f'speedup_vs_ideal_b{b}']:>8.2f}"
+        print(line)
+    print()
+    for k, ok in checks.items():
+        print(f"[{'PASS' if ok else 'FAIL'}] {k}")
+    print(f"\nresults: {args.out / 'results.json'} ({results['wall_s'] / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
