@@ -105,7 +105,7 @@ def bench_pet(out: Path, minutes: float, threads: int, max_sentences_eval: int) 
     }
 
 
-def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, max_sentences_eval: int) -> dict:
+def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, reuse_training: bool = False) -> dict:
     bin_dir = venv / "bin"
     if not (bin_dir / "fairseq-train").exists():
         sys.exit(
@@ -114,6 +114,9 @@ def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, max_sente
             f"{bin_dir}/pip install --no-build-isolation fairseq-fixed==0.12.3.1"
         )
     env = thread_env(threads)
+    # fairseq 0.12 pickles argparse.Namespace into its checkpoints, which torch
+    # >= 2.6 refuses to load by default (weights_only=True).
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     data_bin = out / "fairseq_data"
     if not (data_bin / "train.de-en.de.bin").exists():
         run(
@@ -124,24 +127,26 @@ def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, max_sente
         )
     save_dir = out / "fairseq_ckpt"
     h = HPARAMS
-    train_log = run(
-        [str(bin_dir / "fairseq-train"), str(data_bin), "--arch", "transformer",
-         "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
-         "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
-         "--encoder-layers", "3", "--decoder-layers", "3",
-         "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
-         "--share-decoder-input-output-embed",
-         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(h["lr"]),
-         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(h["warmup"]),
-         "--weight-decay", str(h["wd"]), "--dropout", str(h["dropout"]),
-         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", str(h["ls"]),
-         "--max-tokens", str(h["max_tokens"]), "--seed", str(h["seed"]),
-         "--stop-time-hours", str(minutes / 60), "--save-dir", str(save_dir),
-         "--no-epoch-checkpoints", "--cpu", "--num-workers", "0",
-         "--log-format", "simple", "--log-interval", "50"],
-        out / "fairseq_train.log", env,
-    )
-    wps = [float(x) for x in re.findall(r"\| wps ([\d.]+)", train_log)]
+    if reuse_training and (save_dir / "checkpoint_last.pt").exists():
+        train_log = (out / "fairseq_train.log").read_text()
+    else:
+        train_log = run(
+            [str(bin_dir / "fairseq-train"), str(data_bin), "--arch", "transformer",
+             "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
+             "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512",
+             "--encoder-layers", "3", "--decoder-layers", "3",
+             "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
+             "--share-decoder-input-output-embed",
+             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(h["lr"]),
+             "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(h["warmup"]),
+             "--weight-decay", str(h["wd"]), "--dropout", str(h["dropout"]),
+             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", str(h["ls"]),
+             "--max-tokens", str(h["max_tokens"]), "--seed", str(h["seed"]),
+             "--stop-time-hours", str(minutes / 60), "--save-dir", str(save_dir),
+             "--no-epoch-checkpoints", "--cpu", "--num-workers", "0",
+             "--log-format", "simple", "--log-interval", "50"],
+            out / "fairseq_train.log", env,
+        )
     train_lines = [l for l in train_log.splitlines() if "| train |" in l or "train_inner" in l]
     valid_losses = [float(x) for x in re.findall(r"\| valid \|.*?\| loss ([\d.]+)", train_log)]
     updates = [int(x) for x in re.findall(r"num_updates (\d+)", train_log)]
@@ -153,10 +158,12 @@ def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, max_sente
     gen_seconds = time.perf_counter() - started
     bleu = float(re.search(r"BLEU4 = ([\d.]+)", gen_log).group(1))
     sents = re.search(r"Translated ([\d,]+) sentences.*?in ([\d.]+)s \(([\d.]+) sentences/s", gen_log)
-    # fairseq's "wps" on train lines is target words (tokens) per second.
-    summary_wps = [float(x) for x in re.findall(r"\| train \|.*?\| wps ([\d.]+)", train_log)]
+    # Throughput over time spent in updates (fairseq's train_wall), like pet's
+    # train_tokens_per_s: average target tokens per batch x updates / train_wall.
+    summary = re.findall(r"\| train \|.*?\| wpb ([\d.]+).*?\| num_updates (\d+).*?\| train_wall (\d+)", train_log)
+    wpb, n_up, train_wall = (float(summary[-1][0]), int(summary[-1][1]), float(summary[-1][2])) if summary else (0, 0, 0)
     return {
-        "train_tokens_per_s": (sum(summary_wps) / len(summary_wps)) if summary_wps else (sum(wps) / max(len(wps), 1)),
+        "train_tokens_per_s": wpb * n_up / train_wall if train_wall else None,
         "updates": max(updates) if updates else None,
         "valid_loss": valid_losses[-1] if valid_losses else None,
         "test_bleu": bleu,
@@ -175,7 +182,8 @@ def main() -> None:
     ap.add_argument("--fairseq-venv", type=Path, default=Path(os.environ.get("FAIRSEQ_VENV", REPO.parent / "fairseq-venv")))
     ap.add_argument("--skip-fairseq", action="store_true")
     ap.add_argument("--skip-pet", action="store_true")
-    ap.add_argument("--max-eval-sentences", type=int, default=0, help="0 = the whole test set (6,750)")
+    ap.add_argument("--max-eval-sentences", type=int, default=0, help="pet only; 0 = the whole test set (6,750)")
+    ap.add_argument("--reuse-training", action="store_true", help="fairseq: decode an existing checkpoint_last.pt again")
     args = ap.parse_args()
     if not (SHARED_BPE / "train.de").exists():
         sys.exit(f"IWSLT'14 data not found at {SHARED_BPE}; this benchmark reads ../shared beside the checkout")
@@ -184,7 +192,7 @@ def main() -> None:
     if not args.skip_pet:
         results["pet"] = bench_pet(args.out, args.minutes, args.threads, args.max_eval_sentences)
     if not args.skip_fairseq:
-        results["fairseq"] = bench_fairseq(args.out, args.minutes, args.threads, args.fairseq_venv, args.max_eval_sentences)
+        results["fairseq"] = bench_fairseq(args.out, args.minutes, args.threads, args.fairseq_venv, args.reuse_training)
     results["setup"] = {"minutes": args.minutes, "threads": args.threads, **HPARAMS,
                         "data": "IWSLT'14 de-en, 26.9k-pair training subset"}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))

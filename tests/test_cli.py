@@ -58,10 +58,13 @@ def test_demo_pipeline_end_to_end_with_mlflow(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["demo"], output_format="list")
     stages = sorted(r.data.tags.get("stage") for r in runs)
-    assert stages == ["evaluate", "pipeline", "prepare", "pretrain"]
+    # prepare, pretrain, evaluate, prune x2, finetune, evaluate (pruned) + the pipeline parent
+    assert stages == ["evaluate", "evaluate", "finetune", "pipeline", "prepare", "pretrain", "prune", "prune"]
     parent = next(r for r in runs if r.data.tags.get("stage") == "pipeline")
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 3
+    assert len(children) == 7
+    prune = [r for r in runs if r.data.tags.get("stage") == "prune"]
+    assert all(r.info.status == "FINISHED" for r in prune)
     evaluate = next(r for r in runs if r.data.tags.get("stage") == "evaluate")
     assert "bleu" in evaluate.data.metrics and "nrefs:1" in evaluate.data.tags["sacrebleu_signature"]
     pretrain = next(r for r in runs if r.data.tags.get("stage") == "pretrain")
