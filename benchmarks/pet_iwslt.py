@@ -1,0 +1,322 @@
+"""PET benchmark on IWSLT'14 de-en (26.9k-pair training subset in ../shared), CPU-sized.
+
+Trains and compares, at equal student budgets (optimizer updates):
+
+    teacher        transformer_iwslt_de_en (6+6 x 512), CE            --teacher-updates
+    tiny_teacher   pet_tiny_teacher (6+6, 320/240), CE                --tiny-updates
+    pet            pet_student: warm-up (teacher = baseline) W updates, then KD
+                   (teacher = tiny teacher) S - W updates             --warmup-updates W, --student-updates S
+    scratch  (a)   pet_student, plain CE from random init, S updates
+    kd_only  (b)   pet_student, KD from random init (no warm-up), S updates
+
+and reports for each: test BLEU (beam 5, BPE removed, tokenized; sacreBLEU
+too), parameters, and measured translation latency (beam 5, free decoding of
+real test sentences, median of timed passes) at batch 1 and batch 64, with the
+speedup of each model over the teacher next to PET's published +45.15 %
+(and -81.20 % parameters, -0.27 BLEU).
+
+Equal budgets are equal update counts (same max_tokens): the student sees the
+same number of batches in (a), (b) and PET. PET's and (b)'s updates also run a
+teacher forward pass, so their wall-clock time is longer; it is reported.
+
+    python benchmarks/pet_iwslt.py --threads 4                       # the real (CPU) run
+    python benchmarks/pet_iwslt.py --smoke                           # proves it runs (< 2 min)
+    python benchmarks/pet_iwslt.py --device cuda --teacher-updates 20000 ...
+
+Every stage is pet's own (``run_stage`` on a composed config, exactly what
+``pet stage=...`` runs), tracked in MLflow unless ``--tracking none``. Results:
+<out>/results.json and a table on stdout. Re-running resumes finished stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
+
+PUBLISHED = {"params_change_pct": -81.20, "speedup_pct": 45.15, "bleu_change": -0.27}
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import pet.cli  # noqa: F401  registers the structured schema
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides)
+    from pet.config.validate import validate
+
+    validate(cfg)
+    return cfg
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = args.out
+        self.common = [
+            f"data={args.data}",
+            *args.data_overrides,
+            f"paths.output_root={args.out / 'pet_outputs'}",
+            f"paths.data_root={args.data_root}",
+            f"trainer.num_threads={args.threads}",
+            f"trainer.device={args.device}",
+            "trainer.progress_bar=none",
+            f"trainer.max_tokens={args.max_tokens}",
+            f"trainer.log_interval={args.log_interval}",
+            f"optim.lr={args.lr}",
+            f"optim.warmup_updates={args.lr_warmup}",
+            f"trainer.seed={args.seed}",
+            "experiment_name=pet_iwslt_bench",
+        ]
+        if args.tracking == "none":
+            self.common.append("tracking=none")
+        else:
+            self.common.append(f"tracking.uri=sqlite:///{(args.out / 'mlflow.db').resolve()}")
+        self.timings: dict[str, float] = {}
+
+    def stage(self, name: str, overrides: list[str]):
+        from pet.stages import run_stage
+        from pet.stages.common import read_result
+
+        run_dir = self.out / "runs" / name
+        done = read_result(run_dir)
+        if done is not None:
+            print(f"[{name}] already done ({run_dir / 'result.json'})", flush=True)
+            return done
+        print(f"[{name}] {' '.join(overrides)}", flush=True)
+        started = time.perf_counter()
+        cfg = compose(self.common + overrides + [f"paths.run_dir={run_dir}", f"run_name={name}",
+                                                 f"tracking.run_name={name}"])
+        result = run_stage(cfg)
+        self.timings[name] = time.perf_counter() - started
+        print(f"[{name}] {result.metric_name}={result.metric} in {self.timings[name]:.0f}s", flush=True)
+        return result
+
+    def evaluate(self, name: str, checkpoint: str):
+        a = self.args
+        return self.stage(
+            f"eval_{name}",
+            ["stage=evaluate", f"init_from={checkpoint}", f"generation.max_examples={a.eval_sentences}",
+             f"generation.beam={a.beam}"],
+        )
+
+
+def subset_corpus(out: Path, train_lines: int, eval_lines: int) -> Path:
+    """The first lines of each shared split, as a small preprocessed corpus (smoke runs)."""
+    folder = out / f"iwslt14_first{train_lines}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train_lines), ("valid", eval_lines), ("test", eval_lines)):
+        for lang in ("de", "en"):
+            with open(SHARED_BPE / f"{split}.{lang}", encoding="utf-8") as fh:
+                lines = [next(fh) for _ in range(n)]
+            (folder / f"{split}.{lang}").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def latency(checkpoint: str, data: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from pet.analysis.latency import latency_sweep
+    from pet.checkpoint import load_checkpoint, model_from_checkpoint
+
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).to(device).eval()
+    test = data.split("test")
+    n = max(args.latency_sentences_b1, args.latency_sentences_b64)
+    batch = test.collate(list(range(min(n, len(test)))))
+    pad = data.src_dict.pad if not callable(data.src_dict.pad) else data.src_dict.pad()
+    sentences = [row[row.ne(pad)] for row in batch.src_tokens]
+    out: dict[str, Any] = {}
+    # Free decoding of real sentences is what a user waits for; a fixed number
+    # of decoder steps (--fixed-length) isolates the per-step cost from output length.
+    for prefix, fixed in (("", None), ("fixed_", args.fixed_length or None)):
+        if prefix and not fixed:
+            continue
+        results = latency_sweep(
+            model,
+            batch_sizes=(1, 64),
+            sentences=sentences,
+            num_sentences={1: args.latency_sentences_b1, 64: args.latency_sentences_b64},
+            beam=args.beam,
+            fixed_length=fixed,
+            num_threads=args.threads if device.type == "cpu" else None,
+            warmup=args.latency_warmup,
+            repeats=args.latency_repeats,
+        )
+        out.update({prefix + key: r.to_dict() for key, r in zip(("b1", "b64"), results)})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "pet_iwslt")
+    ap.add_argument("--data-root", type=Path, default=REPO / "outputs" / "data",
+                    help="prepared corpora (shared with other runs; preparation is idempotent)")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 2)))
+    ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    ap.add_argument("--data", default="iwslt14_shared", help="pet data config (conf/data/)")
+    ap.add_argument("--subset", type=int, default=0,
+                    help="use only the first N training and N/10 valid/test pairs of the shared data (0 = all)")
+    ap.add_argument("--teacher-model", default="transformer_iwslt_de_en")
+    ap.add_argument("--tiny-model", default="pet_tiny_teacher")
+    ap.add_argument("--student-model", default="pet_student")
+    ap.add_argument("--teacher-updates", type=int, default=3000)
+    ap.add_argument("--tiny-updates", type=int, default=3000)
+    ap.add_argument("--warmup-updates", type=int, default=400, help="PET warm-up part of the student budget")
+    ap.add_argument("--student-updates", type=int, default=2400, help="student budget: PET, (a) and (b) alike")
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-warmup", type=int, default=400, help="inverse-sqrt warm-up updates (recipe: 4000)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--eval-sentences", type=int, default=0, help="test sentences scored; 0 = all 6,750")
+    ap.add_argument("--latency-sentences-b1", type=int, default=32)
+    ap.add_argument("--latency-sentences-b64", type=int, default=256)
+    ap.add_argument("--fixed-length", type=int, default=0,
+                    help="also time exactly L decoder steps per sentence (results.json: fixed_b1/fixed_b64)")
+    ap.add_argument("--latency-warmup", type=int, default=1)
+    ap.add_argument("--latency-repeats", type=int, default=3)
+    ap.add_argument("--log-interval", type=int, default=50)
+    ap.add_argument("--tracking", choices=("mlflow", "none"), default="mlflow")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a few updates per model on the first 1,000 pairs, 4 test sentences, tiny latency runs: proves the script works")
+    args = ap.parse_args()
+    if args.smoke:
+        args.teacher_updates, args.tiny_updates, args.warmup_updates, args.student_updates = 2, 2, 1, 2
+        args.max_tokens, args.eval_sentences, args.log_interval = 1024, 4, 1
+        args.subset = args.subset or 1000
+        args.latency_sentences_b1, args.latency_sentences_b64 = 1, 4
+        args.latency_warmup, args.latency_repeats = 0, 1
+        args.fixed_length = args.fixed_length or 5
+        if args.out == ap.get_default("out"):
+            args.out = REPO / "outputs" / "bench" / "pet_iwslt_smoke"
+        args.tracking = "none" if args.tracking == ap.get_default("tracking") else args.tracking
+    if not 0 < args.warmup_updates < args.student_updates:
+        sys.exit("need 0 < --warmup-updates < --student-updates (PET = warm-up + KD within the student budget)")
+    needs_shared = args.data == "iwslt14_shared" or args.subset
+    if needs_shared and not (SHARED_BPE / "train.de").exists():
+        sys.exit(f"IWSLT'14 data not found at {SHARED_BPE}; this benchmark reads ../shared beside the checkout")
+    os.environ.setdefault("PET_ROOT", str(REPO))
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.data_overrides = []
+    if args.subset:
+        folder = subset_corpus(args.out, args.subset, max(args.subset // 10, 10))
+        args.data = "iwslt14_shared"
+        args.data_overrides = [f"data.name=iwslt14_first{args.subset}", f"data.source={folder}"]
+        args.data_root = args.out / "data"
+    from pet.runtime import setup_logging
+
+    setup_logging()
+    started = time.perf_counter()
+    b = Bench(args)
+    S, W = args.student_updates, args.warmup_updates
+    teacher = b.stage("teacher", ["stage=pretrain", f"model={args.teacher_model}", f"trainer.max_update={args.teacher_updates}"])
+    tiny = b.stage("tiny_teacher", ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}"])
+    warm = b.stage("pet_warmup", ["stage=distill", "distill=warmup", f"model={args.student_model}",
+                                  f"distill.teacher={teacher.checkpoint}", f"trainer.max_update={W}"])
+    # KD continues the warmed-up student for the rest of the budget (its own optimizer and schedule).
+    pet = b.stage("pet", ["stage=distill", "distill=kd", f"model={args.student_model}", f"init_from={warm.checkpoint}",
+                          f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S - W}"])
+    scratch = b.stage("scratch", ["stage=pretrain", f"model={args.student_model}", f"trainer.max_update={S}"])
+    kd_only = b.stage("kd_only", ["stage=distill", "distill=kd", f"model={args.student_model}", "distill.from_scratch=true",
+                                  f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}"])
+    systems = {"teacher": teacher, "tiny_teacher": tiny, "pet": pet, "scratch": scratch, "kd_only": kd_only}
+    train_seconds = {
+        "teacher": teacher.metrics.get("train_seconds"),
+        "tiny_teacher": tiny.metrics.get("train_seconds"),
+        "pet": (warm.metrics.get("train_seconds") or 0) + (pet.metrics.get("train_seconds") or 0),
+        "scratch": scratch.metrics.get("train_seconds"),
+        "kd_only": kd_only.metrics.get("train_seconds"),
+    }
+    updates = {"teacher": args.teacher_updates, "tiny_teacher": args.tiny_updates, "pet": f"{W}+{S - W}",
+               "scratch": S, "kd_only": S}
+    from pet.stages.common import load_data
+
+    data = load_data(compose(b.common + ["stage=evaluate", f"paths.run_dir={args.out / 'runs' / 'latency'}"]))
+    rows: dict[str, dict[str, Any]] = {}
+    for name, res in systems.items():
+        ev = b.evaluate(name, res.checkpoint)
+        print(f"[latency] {name}", flush=True)
+        lat = latency(res.checkpoint, data, args)
+        rows[name] = {
+            "bleu": ev.metrics["bleu"],
+            "sacrebleu": ev.metrics.get("sacrebleu"),
+            "parameters": ev.metrics["parameters"],
+            "updates": updates[name],
+            "train_seconds": train_seconds[name],
+            "checkpoint": res.checkpoint,
+            "latency": lat,
+        }
+    base = rows["teacher"]
+    for name, r in rows.items():
+        r["params_change_pct"] = 100.0 * (r["parameters"] / base["parameters"] - 1)
+        r["bleu_change"] = r["bleu"] - base["bleu"]
+        for key in r["latency"]:
+            t_ms = base["latency"][key]["ms_per_sentence"]
+            r[f"speedup_{key}_pct"] = 100.0 * (t_ms / r["latency"][key]["ms_per_sentence"] - 1)
+    results = {
+        "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "data": data_description(args),
+        "published_pet": PUBLISHED,
+        "systems": rows,
+        "pet_beats_scratch": rows["pet"]["bleu"] > rows["scratch"]["bleu"],
+        "pet_beats_kd_only": rows["pet"]["bleu"] > rows["kd_only"]["bleu"],
+        "wall_seconds": time.perf_counter() - started,
+    }
+    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(format_table(results))
+    print(f"results: {args.out / 'results.json'}")
+
+
+def data_description(args: argparse.Namespace) -> str:
+    if args.subset:
+        return f"IWSLT'14 de-en, first {args.subset} training pairs of the shared subset (smoke)"
+    if args.data == "iwslt14_shared":
+        return "IWSLT'14 de-en, 26.9k-pair training subset (../shared/data/iwslt14)"
+    return f"data={args.data}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    s = results["setup"]
+    lines = [
+        "",
+        f"PET benchmark: {results['data']}; beam {s['beam']}, {s['threads']} threads on {s['device']}; "
+        f"student budget {s['student_updates']} updates of <= {s['max_tokens']} tokens"
+        + (" [SMOKE: numbers mean nothing]" if s["smoke"] else ""),
+        f"{'system':<14}{'updates':>10}{'train s':>9}{'params':>12}{'Δparams':>9}{'BLEU':>7}{'ΔBLEU':>7}"
+        f"{'ms/sent b1':>11}{'ms/sent b64':>12}{'speedup b1':>11}{'speedup b64':>12}",
+    ]
+    for name, r in results["systems"].items():
+        lat = r["latency"]
+        ts = r["train_seconds"]
+        lines.append(
+            f"{name:<14}{str(r['updates']):>10}{(f'{ts:.0f}' if ts else '-'):>9}{r['parameters']:>12,}"
+            f"{r['params_change_pct']:>8.2f}%{r['bleu']:>7.2f}{r['bleu_change']:>+7.2f}"
+            f"{lat['b1']['ms_per_sentence']:>11.1f}{lat['b64']['ms_per_sentence']:>12.2f}"
+            f"{r['speedup_b1_pct']:>+10.1f}%{r['speedup_b64_pct']:>+11.1f}%"
+        )
+    p = results["published_pet"]
+    pet = results["systems"]["pet"]
+    lines.append(
+        f"PET measured: {pet['params_change_pct']:+.2f} % parameters, speed {pet['speedup_b1_pct']:+.1f} % (batch 1) / "
+        f"{pet['speedup_b64_pct']:+.1f} % (batch 64), {pet['bleu_change']:+.2f} BLEU vs the teacher | "
+        f"published: {p['params_change_pct']:+.2f} %, {p['speedup_pct']:+.2f} %, {p['bleu_change']:+.2f} BLEU"
+    )
+    lines.append(
+        f"PET vs (a) scratch: {pet['bleu'] - results['systems']['scratch']['bleu']:+.2f} BLEU; "
+        f"vs (b) KD without warm-up: {pet['bleu'] - results['systems']['kd_only']['bleu']:+.2f} BLEU (equal update budgets)"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
