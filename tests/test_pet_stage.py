@@ -138,6 +138,9 @@ def test_stage_errors_name_the_problem(demo_root, teachers, tmp_path):
     save_checkpoint({k: v for k, v in state.items() if k != "format_version"}, other)
     with pytest.raises(CheckpointError, match="other dictionaries"):
         run_stage(compose_cfg(demo_root, *common, "distill=kd", f"distill.teacher={other}", f"paths.run_dir={tmp_path}/c"))
+    # distill=none: the student with plain CE, no teacher needed (the from-scratch baseline)
+    plain = run_stage(compose_cfg(demo_root, *common, "distill.mode=none", f"paths.run_dir={tmp_path}/n"))
+    assert plain.metrics["teacher"] is None and plain.metrics["num_updates"] == 1
     # hidden states of a teacher of other widths cannot be matched
     with pytest.raises(ConfigError, match="wide"):
         run_stage(compose_cfg(demo_root, *common, "distill=kd", f"distill.teacher={baseline}", f"paths.run_dir={tmp_path}/d"))

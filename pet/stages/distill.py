@@ -123,21 +123,17 @@ def run(cfg: DictConfig) -> StageResult:
     with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
         if resume is None:
             tracker.set_tags({"distill_mode": mode, "teacher": str(teacher_path)})
-        trainer = Trainer(
+        trainer = Trainer.for_data(
+            data,
+            resume=resume,
             cfg=cfg,
             model=student,
-            train_data=data.split("train"),
-            valid_data=data.split("valid"),
-            src_dict=data.src_dict,
-            tgt_dict=data.tgt_dict,
             run_dir=rd,
             device=device,
             tracker=tracker,
             loss_fn=loss_fn,
             checkpoint_extra=extra,
         )
-        if resume is not None:
-            trainer.load_state_dict(resume)
         state = trainer.fit()
         final = rd / ("checkpoint_last.pt" if mode == "warmup" else "checkpoint_best.pt")
         metrics = {

@@ -66,20 +66,16 @@ def run(cfg: DictConfig) -> StageResult:
     history = (init_ckpt or {}).get("pruning_history")
     extra = {"config": resolved_config(cfg), **({"pruning_history": history} if history else {})}
     with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
-        trainer = Trainer(
+        trainer = Trainer.for_data(
+            data,
+            resume=resume,
             cfg=cfg,
             model=model,
-            train_data=data.split("train"),
-            valid_data=data.split("valid"),
-            src_dict=data.src_dict,
-            tgt_dict=data.tgt_dict,
             run_dir=rd,
             device=device,
             tracker=tracker,
             checkpoint_extra=lambda: extra,
         )
-        if resume is not None:
-            trainer.load_state_dict(resume)
         state = trainer.fit()
         result = StageResult(
             stage=cfg.stage.name,

@@ -197,13 +197,11 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         train_cfg.trainer.patience = 0
         teacher = copy.deepcopy(base).to(device)
         loss = DistillationLoss(teacher, p.kd_alpha, p.kd_temperature, cfg.optim.label_smoothing, data.tgt_dict.pad)
-        trainer = Trainer(
+        trainer = Trainer.for_data(
+            data,
+            resume=resume,
             cfg=train_cfg,
             model=gated,
-            train_data=data.split("train"),
-            valid_data=data.split("valid"),
-            src_dict=data.src_dict,
-            tgt_dict=data.tgt_dict,
             run_dir=rd,
             device=device,
             tracker=tracker,
@@ -211,8 +209,6 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
             hooks=[hook],
             checkpoint_extra=lambda: {"config": resolved_config(cfg), "pruning_state": state},
         )
-        if resume is not None:
-            trainer.load_state_dict(resume)
         trainer.fit()
     if not hook.finish():
         log.warning(

@@ -136,6 +136,21 @@ class Trainer:
         self._wall_before = 0.0
         self.guard = PreemptionGuard()
 
+    @classmethod
+    def for_data(cls, data: Any, resume: Optional[dict[str, Any]] = None, **kwargs: Any) -> "Trainer":
+        """A trainer on a prepared corpus's train/valid splits and dictionaries,
+        restored from ``resume`` (a checkpoint_last.pt) when given."""
+        trainer = cls(
+            train_data=data.split("train"),
+            valid_data=data.split("valid"),
+            src_dict=data.src_dict,
+            tgt_dict=data.tgt_dict,
+            **kwargs,
+        )
+        if resume is not None:
+            trainer.load_state_dict(resume)
+        return trainer
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
