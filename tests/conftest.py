@@ -19,7 +19,9 @@ SHARED = REPO.parent / "shared"
 SHARED_IWSLT = SHARED / "data" / "iwslt14"
 
 os.environ.setdefault("PET_ROOT", str(REPO))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: tests use tiny models, and on a shared 2-core machine two
+# spinning OpenMP threads made a tiny step ~25x slower.
+torch.set_num_threads(1)
 
 
 def model_config(**overrides) -> ModelConfig:
