@@ -19,14 +19,6 @@ EOS, PAD, UNK = 2, 1, 3
 VOCAB = 24
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra
-    threads make them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_model(seed: int = 0, vocab: int = VOCAB, max_positions: int = 64, pet_shape: bool = False, **kw) -> TransformerModel:

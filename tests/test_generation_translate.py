@@ -21,14 +21,6 @@ from test_generation_beam_search import CopyModel, tiny_model  # noqa: E402
 EOS, PAD = 2, 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine extra
-    threads make them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 WORDS = ["<s>", "<pad>", "</s>", "<unk>", "the", "c@@", "at", "sat", "on", "mat", "&apos;s", ".", "it",
          "&quot;", "big", "dog", "ran", "a", "home", "was"]
 

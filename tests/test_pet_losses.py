@@ -22,14 +22,6 @@ from pet.training.criterion import LabelSmoothedCrossEntropy
 from tests.conftest import random_batch, small_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster on a busy machine
-    (two spinning OpenMP threads per process on shared cores stall each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 PAD = 1
 SRC_V, TGT_V = 40, 48

@@ -15,14 +15,6 @@ from pet.models.transformer import TransformerModel
 from tests.conftest import REPO, compose_cfg, random_batch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster on a busy machine
-    (two spinning OpenMP threads per process on shared cores stall each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 SRC_V, TGT_V = 8848, 6632
 

@@ -18,14 +18,6 @@ from pet.training.criterion import LabelSmoothedCrossEntropy
 from tests.conftest import DEMO_DATA, compose_cfg, small_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast, and far faster on a busy machine
-    (two spinning OpenMP threads per process on shared cores stall each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 FAST = ["trainer.max_tokens=600", "optim.warmup_updates=10", "optim.lr=2e-3", "trainer.log_interval=1",
         "generation.max_examples=5", "trainer.num_threads=1"]
