@@ -158,12 +158,18 @@ def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, reuse_tra
     gen_seconds = time.perf_counter() - started
     bleu = float(re.search(r"BLEU4 = ([\d.]+)", gen_log).group(1))
     sents = re.search(r"Translated ([\d,]+) sentences.*?in ([\d.]+)s \(([\d.]+) sentences/s", gen_log)
-    # Throughput over time spent in updates (fairseq's train_wall), like pet's
-    # train_tokens_per_s: average target tokens per batch x updates / train_wall.
+    # Throughput over time spent in updates, like pet's train_tokens_per_s:
+    # each epoch summary gives its average target tokens per batch (wpb), the
+    # cumulative update count and that epoch's own train_wall.
     summary = re.findall(r"\| train \|.*?\| wpb ([\d.]+).*?\| num_updates (\d+).*?\| train_wall (\d+)", train_log)
-    wpb, n_up, train_wall = (float(summary[-1][0]), int(summary[-1][1]), float(summary[-1][2])) if summary else (0, 0, 0)
+    tokens = seconds = 0.0
+    previous_updates = 0
+    for wpb, cumulative, wall in summary:
+        tokens += float(wpb) * (int(cumulative) - previous_updates)
+        seconds += float(wall)
+        previous_updates = int(cumulative)
     return {
-        "train_tokens_per_s": wpb * n_up / train_wall if train_wall else None,
+        "train_tokens_per_s": tokens / seconds if seconds else None,
         "updates": max(updates) if updates else None,
         "valid_loss": valid_losses[-1] if valid_losses else None,
         "test_bleu": bleu,

@@ -223,9 +223,10 @@ def main() -> None:
     tiny = b.stage("tiny_teacher", ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}"])
     warm = b.stage("pet_warmup", ["stage=distill", "distill=warmup", f"model={args.student_model}",
                                   f"distill.teacher={teacher.checkpoint}", f"trainer.max_update={W}"])
-    # KD continues the warmed-up student for the rest of the budget (its own optimizer and schedule).
+    # KD continues the warmed-up student, its optimizer and LR schedule
+    # (distill.continue_schedule): max_update S counts the warm-up's W updates.
     pet = b.stage("pet", ["stage=distill", "distill=kd", f"model={args.student_model}", f"init_from={warm.checkpoint}",
-                          f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S - W}"])
+                          f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}"])
     scratch = b.stage("scratch", ["stage=pretrain", f"model={args.student_model}", f"trainer.max_update={S}"])
     kd_only = b.stage("kd_only", ["stage=distill", "distill=kd", f"model={args.student_model}", "distill.from_scratch=true",
                                   f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}"])

@@ -16,10 +16,12 @@ def _sizes(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return src, tgt
 
 
-@pytest.mark.parametrize("max_tokens,max_sentences", [(1024, None), (4096, None), (4096, 16)])
-def test_budget_and_coverage(max_tokens: int, max_sentences: int | None) -> None:
+@pytest.mark.parametrize(
+    "max_tokens,max_sentences,multiple", [(1024, None, 1), (4096, None, 1), (4096, 16, 1), (4096, None, 8), (300, 12, 8)]
+)
+def test_budget_and_coverage(max_tokens: int, max_sentences: int | None, multiple: int) -> None:
     src, tgt = _sizes()
-    sampler = TokenBatchSampler(src, tgt, max_tokens, max_sentences, seed=7)
+    sampler = TokenBatchSampler(src, tgt, max_tokens, max_sentences, seed=7, batch_size_multiple=multiple)
     for epoch in (1, 2):
         batches = sampler.batches_for_epoch(epoch)
         assert len(batches) == len(sampler)
@@ -30,6 +32,24 @@ def test_budget_and_coverage(max_tokens: int, max_sentences: int | None) -> None
             assert len(b) * longest <= max_tokens
             if max_sentences:
                 assert len(b) <= max_sentences
+
+
+def test_batch_size_multiple_cuts_full_batches_like_fairseq() -> None:
+    """fairseq's --required-batch-size-multiple: n pairs that fill the budget
+    become max(m*(n//m), n%m) and the rest carries into the next batch."""
+    # 10 pairs of 100 tokens under 1000 tokens: greedy filling takes 10, m=8 takes 8.
+    src = tgt = np.full(20, 100)
+    assert [len(b) for b in TokenBatchSampler(src, tgt, 1000, shuffle=False).batches] == [10, 10]
+    cut = TokenBatchSampler(src, tgt, 1000, shuffle=False, batch_size_multiple=8).batches
+    assert [len(b) for b in cut] == [8, 8, 4]
+    assert [i for b in cut for i in b] == list(range(20))
+    # a budget below m pairs keeps n % m of them
+    assert [len(b) for b in TokenBatchSampler(src, tgt, 500, shuffle=False, batch_size_multiple=8).batches] == [5] * 4
+    # on realistic sizes: every batch but the last holds a multiple of 8 pairs or fewer than 8
+    a, b = _sizes()
+    batches = TokenBatchSampler(a, b, 4096, shuffle=False, batch_size_multiple=8).batches
+    assert all(len(x) % 8 == 0 or len(x) < 8 for x in batches[:-1])
+    assert len(batches) > len(TokenBatchSampler(a, b, 4096, shuffle=False).batches)
 
 
 def test_deterministic_per_seed_and_epoch_and_different_across_epochs() -> None:

@@ -102,10 +102,22 @@ def test_warmup_then_kd_stages_run_resume_and_hand_on_checkpoints(demo_root, tea
     again = run_stage(warm_cfg)
     assert again.metrics["num_updates"] == 3 and Path(warm.checkpoint).stat().st_mtime_ns == mtime
 
+    # KD continues the warm-up's optimizer and LR schedule: max_update counts
+    # the warm-up's 3 updates, and Adam's step counters go on from 3.
     kd = run_stage(compose_cfg(demo_root, *DEMO_DATA, *FAST, "stage=distill", "distill=kd", "model=pet_student_demo",
-                               f"init_from={warm.checkpoint}", f"distill.teacher={tiny}", "trainer.max_update=3",
+                               f"init_from={warm.checkpoint}", f"distill.teacher={tiny}", "trainer.max_update=6",
                                f"paths.run_dir={tmp_path}/kd"))
     assert kd.checkpoint == str(tmp_path / "kd" / "checkpoint_best.pt")
+    assert kd.metrics["num_updates"] == 6
+    kd_last = load_checkpoint(tmp_path / "kd" / "checkpoint_last.pt")
+    assert {int(s["step"]) for s in kd_last["optimizer"]["state"].values()} == {6}
+    # ... or, with continue_schedule=false, a fresh optimizer and schedule
+    fresh = run_stage(compose_cfg(demo_root, *DEMO_DATA, *FAST, "stage=distill", "distill=kd", "model=pet_student_demo",
+                                  f"init_from={warm.checkpoint}", f"distill.teacher={tiny}", "trainer.max_update=3",
+                                  "distill.continue_schedule=false", f"paths.run_dir={tmp_path}/kd_fresh"))
+    fresh_last = load_checkpoint(tmp_path / "kd_fresh" / "checkpoint_last.pt")
+    assert fresh.metrics["num_updates"] == 3
+    assert {int(s["step"]) for s in fresh_last["optimizer"]["state"].values()} == {3}
     assert kd.metrics["parameters"] == warm.metrics["parameters"]
     assert kd.metrics["teacher_parameters"] > kd.metrics["parameters"]
     # the KD student started from the warm-up weights, not from scratch: after
@@ -130,6 +142,12 @@ def test_stage_errors_name_the_problem(demo_root, teachers, tmp_path):
     save_checkpoint({k: v for k, v in state.items() if k != "format_version"}, other)
     with pytest.raises(CheckpointError, match="other dictionaries"):
         run_stage(compose_cfg(demo_root, *common, "distill=kd", f"distill.teacher={other}", f"paths.run_dir={tmp_path}/c"))
+    # continuing the schedule of a checkpoint that has no optimizer state
+    bare = tmp_path / "weights_only.pt"
+    save_checkpoint({k: v for k, v in load_checkpoint(tiny).items() if k not in ("format_version", "optimizer")}, bare)
+    with pytest.raises(CheckpointError, match="no optimizer state to continue"):
+        run_stage(compose_cfg(demo_root, *common, "distill=kd", f"init_from={bare}", f"distill.teacher={tiny}",
+                              f"paths.run_dir={tmp_path}/e"))
     # distill=none: the student with plain CE, no teacher needed (the from-scratch baseline)
     plain = run_stage(compose_cfg(demo_root, *common, "distill.mode=none", f"paths.run_dir={tmp_path}/n"))
     assert plain.metrics["teacher"] is None and plain.metrics["num_updates"] == 1

@@ -36,11 +36,11 @@ def make_trainer(cfg, hooks=()):
 
 
 def test_resume_after_interruption_is_bit_identical(demo_root, tmp_path):
-    common = [*TRAIN, "trainer.max_update=14", "trainer.save_interval_updates=4"]
+    common = [*TRAIN, "trainer.max_update=18", "trainer.save_interval_updates=4"]
     ref_cfg = compose_cfg(demo_root, *common, f"paths.run_dir={tmp_path}/ref")
     ref = make_trainer(ref_cfg)
     n_batches = len(ref.train_sampler.batches_for_epoch(1))
-    assert n_batches < 14, "the run must cross an epoch boundary to test the data position"
+    assert n_batches < 18, "the run must cross an epoch boundary to test the data position"
     ref.fit()
 
     cfg = compose_cfg(demo_root, *common, f"paths.run_dir={tmp_path}/cut")
@@ -53,7 +53,7 @@ def test_resume_after_interruption_is_bit_identical(demo_root, tmp_path):
     resumed.load_state_dict(load_checkpoint(tmp_path / "cut" / "checkpoint_last.pt"))
     assert resumed.state.num_updates == 8  # the last periodic checkpoint before the crash
     resumed.fit()
-    assert resumed.state.num_updates == ref.state.num_updates == 14
+    assert resumed.state.num_updates == ref.state.num_updates == 18
     for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), f"{name} differs after resume"
 

@@ -105,6 +105,9 @@ class OptimConfig:
 class TrainerConfig:
     max_tokens: int = 4096
     max_sentences: Optional[int] = None
+    # Training batches hold a multiple of this many pairs where the budget allows
+    # (fairseq's --required-batch-size-multiple, default 8).
+    batch_size_multiple: int = 8
     update_freq: int = 1
     max_epoch: int = 0  # 0 = unbounded
     max_update: int = 0  # 0 = unbounded
@@ -244,6 +247,11 @@ class DistillConfig:
     # Build the student from model= even when init_from is set (a pipeline
     # step otherwise inherits the previous step's checkpoint as init_from).
     from_scratch: bool = False
+    # With init_from a checkpoint of the same model (the warm-up's), carry over
+    # its optimizer moments and update count so the LR schedule goes on where
+    # the warm-up left it instead of warming up again; trainer.max_update then
+    # counts the warm-up's updates too (one budget for warm-up + KD).
+    continue_schedule: bool = False
     alpha: float = 0.1  # weight of T^2*KL; CE gets 1-alpha
     beta: float = 50.0  # weight of the hidden-state MSE (per-token mean)
     temperature: float = 10.0

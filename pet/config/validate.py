@@ -47,6 +47,7 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "optim.warmup_updates": (0, None, True, True),
     "trainer.max_tokens": (1, None, True, True),
     "trainer.update_freq": (1, None, True, True),
+    "trainer.batch_size_multiple": (1, None, True, True),
     "generation.beam": (1, None, True, True),
     "pruning.compression_rate": (0.0, 1.0, False, False),
     "pruning.pruning_iter": (1, None, True, True),

@@ -36,10 +36,19 @@ IncrementalCache = dict[str, dict[str, Tensor]]
 
 
 def linear(in_features: int, out_features: int) -> nn.Linear:
-    """fairseq initialisation: xavier-uniform weights, zero bias."""
+    """Xavier-uniform weight, zero bias: fairseq's attention output projection."""
     layer = nn.Linear(in_features, out_features)
     nn.init.xavier_uniform_(layer.weight)
     nn.init.constant_(layer.bias, 0.0)
+    return layer
+
+
+def input_projection(in_features: int, out_features: int, gain: float) -> nn.Linear:
+    """fairseq's q/k/v projections: xavier-uniform weight with ``gain`` (1/sqrt 2
+    when query and key/value inputs have the same width: fairseq reports much
+    better convergence with it), PyTorch's default bias."""
+    layer = nn.Linear(in_features, out_features)
+    nn.init.xavier_uniform_(layer.weight, gain=gain)
     return layer
 
 
@@ -114,9 +123,11 @@ class Attention(nn.Module):
         self.heads, self.qk_dim, self.vo_dim = h, spec.qk_dim, spec.vo_dim
         self.scaling = spec.scale_dim**-0.5
         self.dropout = dropout
-        self.q_proj = shared_q_proj if shared_q_proj is not None else linear(q_in, h * spec.qk_dim)
-        self.k_proj = linear(kv_in, h * spec.qk_dim)
-        self.v_proj = linear(kv_in, h * spec.vo_dim)
+        # fairseq's qkv_same_dim: key/value inputs as wide as the query input.
+        gain = 2**-0.5 if kv_in == q_in else 1.0
+        self.q_proj = shared_q_proj if shared_q_proj is not None else input_projection(q_in, h * spec.qk_dim, gain)
+        self.k_proj = input_projection(kv_in, h * spec.qk_dim, gain)
+        self.v_proj = input_projection(kv_in, h * spec.vo_dim, gain)
         self.out_proj = linear(h * spec.vo_dim, out_dim)
         if gated:
             self.register_buffer("c_qk", torch.ones(h * spec.qk_dim))
@@ -186,8 +197,9 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, activation_dropout: float, gated: bool):
         super().__init__()
-        self.fc1 = linear(dim, ffn_dim)
-        self.fc2 = linear(ffn_dim, dim)
+        # PyTorch's default init, as fairseq's FFN uses (no xavier here).
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
         self.activation_dropout = activation_dropout
         if gated:
             self.register_buffer("c_fc", torch.ones(ffn_dim))

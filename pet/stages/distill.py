@@ -45,12 +45,18 @@ def _pad(dictionary: Any) -> int:
     return pad() if callable(pad) else pad
 
 
-def build_student(cfg: DictConfig, data: Any) -> TransformerModel:
+def init_checkpoint(cfg: DictConfig) -> Optional[dict[str, Any]]:
+    """The checkpoint the student starts from, or None for a random init."""
     if cfg.init_from and not cfg.distill.from_scratch:
-        ckpt = load_checkpoint(cfg.init_from)
-        check_same_vocab(ckpt, data, cfg.init_from)
+        return load_checkpoint(cfg.init_from)
+    return None
+
+
+def build_student(cfg: DictConfig, data: Any, init: Optional[dict[str, Any]] = None) -> TransformerModel:
+    if init is not None:
+        check_same_vocab(init, data, cfg.init_from)
         log.info("student from %s", cfg.init_from)
-        return model_from_checkpoint(ckpt)
+        return model_from_checkpoint(init)
     log.info("student from model=%s (random init)", cfg.model.name)
     spec = spec_from_config(cfg.model, len(data.src_dict), len(data.tgt_dict), _pad(data.tgt_dict))
     return TransformerModel(spec)
@@ -97,7 +103,8 @@ def run(cfg: DictConfig) -> StageResult:
         teacher, _ = load_teacher(teacher_path, data)
     resume = resume_checkpoint(cfg, rd)
     seed_everything(cfg.trainer.seed)
-    student = build_student(cfg, data)
+    init = init_checkpoint(cfg)
+    student = build_student(cfg, data, init)
     if resume is not None and resume["spec"] != student.spec.to_dict():
         raise CheckpointError(
             f"{rd / 'checkpoint_last.pt'} holds a different model shape than this command asks for; "
@@ -134,6 +141,9 @@ def run(cfg: DictConfig) -> StageResult:
             loss_fn=loss_fn,
             checkpoint_extra=extra,
         )
+        if resume is None and init is not None and cfg.distill.continue_schedule:
+            trainer.continue_schedule_from(init, cfg.init_from)
+            log.info("continuing the optimizer and LR schedule of %s from update %d", cfg.init_from, trainer.state.num_updates)
         state = trainer.fit()
         final = rd / ("checkpoint_last.pt" if mode == "warmup" else "checkpoint_best.pt")
         metrics = {

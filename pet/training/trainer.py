@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pet.checkpoint import save_checkpoint
+from pet.errors import CheckpointError
 from pet.training.preemption import PreemptionGuard
 from pet.data.batch import Batch
 from pet.runtime import rng_state, set_rng_state
@@ -124,6 +125,7 @@ class Trainer:
             max_tokens=self.tcfg.max_tokens,
             max_sentences=self.tcfg.max_sentences,
             seed=self.tcfg.seed,
+            batch_size_multiple=self.tcfg.batch_size_multiple,
         )
         self.valid_sampler = TokenBatchSampler(
             valid_data.src_sizes,
@@ -170,6 +172,22 @@ class Trainer:
         for hook, hs in zip(self.hooks, ckpt.get("hooks", [])):
             hook.load_state_dict(hs)
         set_rng_state(ckpt["rng"])
+
+    def continue_schedule_from(self, ckpt: dict[str, Any], source: str) -> None:
+        """Carry over another run's optimizer moments and update count (not its
+        epoch, data position or RNG): the LR schedule continues from there.
+
+        For a second phase of one model's training (PET's KD after its warm-up),
+        like fairseq restoring a checkpoint without --reset-optimizer."""
+        if ckpt.get("spec") != self.model.spec.to_dict():
+            raise CheckpointError(
+                f"{source} holds a different model shape, so its optimizer state cannot continue here; "
+                "set distill.continue_schedule=false to start a fresh optimizer"
+            )
+        if "optimizer" not in ckpt or "trainer" not in ckpt:
+            raise CheckpointError(f"{source} has no optimizer state to continue; set distill.continue_schedule=false")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state.num_updates = int(ckpt["trainer"]["num_updates"])
 
     def save(self, name: str) -> Path:
         path = self.run_dir / name
