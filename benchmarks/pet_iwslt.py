@@ -170,6 +170,8 @@ def main() -> None:
     ap.add_argument("--tiny-model", default="pet_tiny_teacher")
     ap.add_argument("--student-model", default="pet_student")
     ap.add_argument("--teacher-updates", type=int, default=3000)
+    ap.add_argument("--teacher-checkpoint", type=Path, default=None,
+                    help="an already trained baseline on the same data (e.g. the core benchmark's) instead of training one")
     ap.add_argument("--tiny-updates", type=int, default=3000)
     ap.add_argument("--warmup-updates", type=int, default=400, help="PET warm-up part of the student budget")
     ap.add_argument("--student-updates", type=int, default=2400, help="student budget: PET, (a) and (b) alike")
@@ -219,7 +221,17 @@ def main() -> None:
     started = time.perf_counter()
     b = Bench(args)
     S, W = args.student_updates, args.warmup_updates
-    teacher = b.stage("teacher", ["stage=pretrain", f"model={args.teacher_model}", f"trainer.max_update={args.teacher_updates}"])
+    if args.teacher_checkpoint is not None:
+        from pet.stages.common import StageResult
+
+        if not args.teacher_checkpoint.exists():
+            sys.exit(f"--teacher-checkpoint {args.teacher_checkpoint} does not exist")
+        teacher = StageResult(stage="pretrain", metric_name="given", metric=0.0,
+                              checkpoint=str(args.teacher_checkpoint.resolve()), metrics={})
+        args.teacher_updates = "given"
+    else:
+        teacher = b.stage("teacher", ["stage=pretrain", f"model={args.teacher_model}",
+                                      f"trainer.max_update={args.teacher_updates}"])
     tiny = b.stage("tiny_teacher", ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}"])
     warm = b.stage("pet_warmup", ["stage=distill", "distill=warmup", f"model={args.student_model}",
                                   f"distill.teacher={teacher.checkpoint}", f"trainer.max_update={W}"])

@@ -48,7 +48,8 @@ SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
 # Pretraining follows benchmarks/core_iwslt.py (short warm-up for a CPU budget);
 # pruning and finetuning continue at a lower rate with a fresh optimizer.
 PRETRAIN = ["optim.lr=1e-3", "optim.warmup_updates=400", "model.dropout=0.1", "trainer.max_tokens=4096"]
-CONTINUE = ["optim.lr=5e-4", "optim.warmup_updates=200", "trainer.max_tokens=4096"]
+def continue_overrides(args: argparse.Namespace) -> list[str]:
+    return ["optim.lr=5e-4", f"optim.warmup_updates={args.continue_warmup}", "trainer.max_tokens=4096"]
 METHODS = ("srp_two_stage", "srp_single_stage", "oneshot", "random")
 
 
@@ -87,34 +88,47 @@ def run_stage(args: argparse.Namespace, name: str, run_dir: Path, overrides: lis
     return out
 
 
-def budget(args: argparse.Namespace, epochs: int) -> list[str]:
-    """Epoch budget, capped in --smoke mode by a handful of updates."""
-    extra = [f"trainer.max_update={args.smoke_updates}"] if args.smoke else []
-    return [f"trainer.max_epoch={epochs}", *extra]
+def budget(args: argparse.Namespace, epochs: int, updates: int = 0) -> list[str]:
+    """An epoch budget, or an update budget when ``updates`` > 0; capped in
+    --smoke mode by a handful of updates."""
+    if args.smoke:
+        return [f"trainer.max_epoch={epochs}", f"trainer.max_update={args.smoke_updates}"]
+    if updates > 0:
+        return ["trainer.max_epoch=0", f"trainer.max_update={updates}"]
+    return [f"trainer.max_epoch={epochs}"]
+
+
+def period(args: argparse.Namespace, stages: int) -> list[str]:
+    """The pruning period of one prune run: P epochs per SRP stage (``stages``
+    = 2 for a single-stage run, which gets both stages' budget), or
+    --period-updates updates per stage."""
+    if args.period_updates > 0:
+        return [f"pruning.period_updates={stages * args.period_updates}"]
+    return [f"pruning.pruning_period={stages * args.period}"]
 
 
 def prune_chain(args: argparse.Namespace, method: str, rate: float, base_ckpt: Path) -> Path:
     """Prune + finetune one method at one rate; returns the final checkpoint."""
     root = args.out / f"cr{rate}" / method
-    p = args.period
     common = [
         "stage=prune", f"pruning.compression_rate={rate}", "pruning.report_latency=false", "pruning.report_bleu=false",
-        f"pruning.importance_batches={args.importance_batches}", *CONTINUE,
+        f"pruning.importance_batches={args.importance_batches}", *continue_overrides(args),
     ]
     shrink = "oneshot" if method == "oneshot" else args.shrink
     if args.smoke:
         common.append(f"trainer.max_update={args.smoke_updates}")
     if method == "srp_two_stage":
         s1 = run_stage(args, f"{method}@{rate}/prune_emb", root / "prune_emb",
-                       [*common, f"shrink={shrink}", "pruning=two_stage_1", f"pruning.pruning_period={p}", f"init_from={base_ckpt}"])
+                       [*common, f"shrink={shrink}", "pruning=two_stage_1", *period(args, 1), f"init_from={base_ckpt}"])
         pruned = run_stage(args, f"{method}@{rate}/prune_heads_ffn", root / "prune_heads_ffn",
-                           [*common, f"shrink={shrink}", "pruning=two_stage_2", f"pruning.pruning_period={p}", f"init_from={s1['checkpoint']}"])
+                           [*common, f"shrink={shrink}", "pruning=two_stage_2", *period(args, 1), f"init_from={s1['checkpoint']}"])
     else:
         extra = {"srp_single_stage": [], "oneshot": [], "random": ["pruning.importance=random"]}[method]
         pruned = run_stage(args, f"{method}@{rate}/prune", root / "prune",
-                           [*common, f"shrink={shrink}", "pruning=single_stage", f"pruning.pruning_period={2 * p}", *extra, f"init_from={base_ckpt}"])
+                           [*common, f"shrink={shrink}", "pruning=single_stage", *period(args, 2), *extra, f"init_from={base_ckpt}"])
     ft = run_stage(args, f"{method}@{rate}/finetune", root / "finetune",
-                   ["stage=finetune", *CONTINUE, *budget(args, args.finetune_epochs), f"init_from={pruned['checkpoint']}"])
+                   ["stage=finetune", *continue_overrides(args), *budget(args, args.finetune_epochs, args.finetune_updates),
+                    f"init_from={pruned['checkpoint']}"])
     return Path(ft["checkpoint"])
 
 
@@ -160,6 +174,13 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=30)
     ap.add_argument("--period", type=int, default=2, help="P: epochs per SRP stage (single-stage methods get 2P)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--period-updates", type=int, default=0,
+                    help="> 0: P in optimizer updates instead of epochs (pruning.period_updates, shrink.unit=step)")
+    ap.add_argument("--finetune-updates", type=int, default=0, help="> 0: finetune budget in updates instead of epochs")
+    ap.add_argument("--continue-warmup", type=int, default=200,
+                    help="LR warm-up (updates) of the fresh optimizer in every prune/finetune run")
+    ap.add_argument("--base-checkpoint", type=Path, default=None,
+                    help="a trained transformer_small on iwslt14_shared (e.g. the core benchmark's) instead of pretraining")
     ap.add_argument("--shrink", default="geometric", choices=["geometric", "arithmetic"])
     ap.add_argument("--importance-batches", type=int, default=32)
     ap.add_argument("--eval-sentences", type=int, default=0, help="0 = the whole test set (6,750)")
@@ -173,6 +194,8 @@ def main() -> None:
     args = ap.parse_args()
     if not (SHARED_BPE / "train.de").exists():
         sys.exit(f"IWSLT'14 data not found at {SHARED_BPE}; this benchmark reads ../shared beside the checkout")
+    if (args.period_updates > 0) != (args.finetune_updates > 0):
+        sys.exit("--period-updates and --finetune-updates go together (one budget unit for every stage)")
     if args.smoke:
         args.out = args.out.with_name(args.out.name + "_smoke") if args.out.name == "srp_iwslt" else args.out
         args.pretrain_epochs, args.period, args.finetune_epochs = 1, 1, 1
@@ -183,12 +206,20 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    base = run_stage(args, "pretrain", args.out / "pretrain", ["stage=pretrain", *PRETRAIN, *budget(args, args.pretrain_epochs)])
-    base_ckpt = Path(base["checkpoint"])
+    if args.base_checkpoint is not None:
+        base_ckpt = args.base_checkpoint.resolve()
+        if not base_ckpt.exists():
+            sys.exit(f"--base-checkpoint {base_ckpt} does not exist")
+    else:
+        base = run_stage(args, "pretrain", args.out / "pretrain", ["stage=pretrain", *PRETRAIN, *budget(args, args.pretrain_epochs)])
+        base_ckpt = Path(base["checkpoint"])
     finals: dict[str, Path] = {"unpruned": base_ckpt}
     if not args.no_continued_baseline:
         cont = run_stage(args, "unpruned_continued", args.out / "unpruned_continued",
-                         ["stage=finetune", *CONTINUE, *budget(args, 2 * args.period + args.finetune_epochs), f"init_from={base_ckpt}"])
+                         ["stage=finetune", *continue_overrides(args),
+                          *budget(args, 2 * args.period + args.finetune_epochs,
+                                  (2 * args.period_updates + args.finetune_updates) if args.period_updates else 0),
+                          f"init_from={base_ckpt}"])
         finals["unpruned_continued"] = Path(cont["checkpoint"])
     for rate in args.rates:
         for method in args.methods:

@@ -104,3 +104,23 @@ def test_interrupted_prune_resumes_to_the_same_model(demo_root, pretrained, tmp_
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_period_in_updates_shrinks_to_zero_within_that_many_updates(demo_root, pretrained, tmp_path):
+    r = run_stage(compose_cfg(demo_root, *TINY, *PRUNE, "pruning=single_stage", "pruning.compression_rate=0.6",
+                              "pruning.period_updates=3", "shrink=geometric", "pruning.report_bleu=false",
+                              f"init_from={pretrained}", f"paths.run_dir={tmp_path}/u"))
+    last = load_checkpoint(tmp_path / "u" / "checkpoint_last.pt")
+    assert last["trainer"]["num_updates"] == 3  # not the epoch of pruning.pruning_period=1
+    entry = load_checkpoint(r.checkpoint)["pruning_history"][-1]
+    assert entry["period_updates"] == 3 and entry["period_complete"] is True
+    assert abs(r.metrics["achieved_rate"] / r.metrics["requested_rate"] - 1) < 0.01
+
+
+def test_period_in_updates_needs_step_unit(demo_root, pretrained, tmp_path):
+    from pet.config.validate import validate
+    from pet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shrink.unit=step"):
+        validate(compose_cfg(demo_root, *TINY, *PRUNE, "pruning.period_updates=3", "shrink=arithmetic",
+                             "shrink.unit=epoch", f"init_from={pretrained}", f"paths.run_dir={tmp_path}/e"))

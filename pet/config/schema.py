@@ -210,6 +210,9 @@ class PruningConfig:
     pruning_iter: int = 1
     iteration: int = 1  # which of the pruning_iter iterations this run is
     pruning_period: int = 2  # epochs of shrinking (0 = remove at once, no training)
+    # > 0: the period is this many optimizer updates instead (shrink.unit=step
+    # only), for budgets shorter than an epoch or grids on an update budget.
+    period_updates: int = 0
     # connectivity-parameter LayerNorm: weighted | unweighted
     layernorm: str = "weighted"
     # importance: gradient (-dL/dc, NLL, eval mode) | random (seeded ablation)

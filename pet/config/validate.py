@@ -52,6 +52,7 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "pruning.compression_rate": (0.0, 1.0, False, False),
     "pruning.pruning_iter": (1, None, True, True),
     "pruning.pruning_period": (0, None, True, True),
+    "pruning.period_updates": (0, None, True, True),
     "pruning.iteration": (1, None, True, True),
     "pruning.importance_batches": (1, None, True, True),
     "pruning.kd_alpha": (0.0, 1.0, True, True),
@@ -117,6 +118,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             "model.encoder_attention_roles must have one entry per model.encoder_layer_order entry "
             f"({len(m.encoder_attention_roles)} vs {len(m.encoder_layer_order)})"
+        )
+    if "pruning" in cfg and cfg.pruning.period_updates > 0 and cfg.shrink.unit == "epoch" and cfg.shrink.type != "oneshot":
+        raise ConfigError(
+            f"pruning.period_updates={cfg.pruning.period_updates} counts updates, but shrink.unit=epoch shrinks "
+            "once per epoch; use shrink.unit=step, or pruning.pruning_period (epochs) with pruning.period_updates=0"
         )
     if cfg.tracking.backend == "mlflow" and not cfg.tracking.uri:
         raise ConfigError("tracking.uri is empty; set it (e.g. sqlite:///outputs/mlflow.db) or use tracking=none")

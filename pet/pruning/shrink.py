@@ -92,6 +92,7 @@ class ShrinkHook(TrainHook):
         unit: str,
         period_epochs: int,
         final_value: float = 1e-5,
+        period_updates: int = 0,
     ):
         if not model.spec.gated:
             raise ValueError("ShrinkHook needs a gated model")
@@ -99,6 +100,7 @@ class ShrinkHook(TrainHook):
         self.selection = {g.name: torch.tensor(sorted(selection.get(g.name, [])), dtype=torch.long) for g in groups}
         self.selection = {k: v for k, v in self.selection.items() if v.numel()}
         self.period_epochs = period_epochs
+        self.period_updates = period_updates  # > 0: the period in updates (unit=step)
         self.schedule = ShrinkSchedule(shrink_type, unit, period_epochs if unit == "epoch" else 0, final_value)
         self.done = 0
         self._saved: list[tuple[Optional[Tensor], Optional[Tensor]]] = []
@@ -135,7 +137,7 @@ class ShrinkHook(TrainHook):
     # --------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Any) -> None:
         if self.schedule.unit == "step":
-            self.schedule.total = steps_in_period(trainer, self.period_epochs)
+            self.schedule.total = self.period_updates or steps_in_period(trainer, self.period_epochs)
         log.info(
             "shrinking %d groups (%s, per %s) over %d %ss; c now %.3g",
             len(self.selection),

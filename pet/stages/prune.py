@@ -64,6 +64,7 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
         "pruning_iter": int(p.pruning_iter),
         "iteration": int(p.iteration),
         "pruning_period": int(p.pruning_period),
+        "period_updates": int(p.period_updates),
         "layernorm": p.layernorm,
         "importance": p.importance,
         "importance_batches": int(p.importance_batches),
@@ -188,12 +189,17 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         state = _select(cfg, data, base, gated, history, device)
     gated = gated.to(device)
     groups = [g for g in gate_groups(gated) if g.name in set(state["groups"])]
-    hook = ShrinkHook(gated, groups, state["selection"], s.type, s.unit, p.pruning_period, s.final_value)
+    hook = ShrinkHook(gated, groups, state["selection"], s.type, s.unit, p.pruning_period, s.final_value,
+                      period_updates=p.period_updates)
 
-    if p.pruning_period > 0:
+    if p.pruning_period > 0 or p.period_updates > 0:
         train_cfg = copy.deepcopy(cfg)
         # The period is the training: bounded, and never cut by early stopping.
-        train_cfg.trainer.max_epoch = p.pruning_period
+        if p.period_updates > 0:
+            train_cfg.trainer.max_epoch = 0
+            train_cfg.trainer.max_update = p.period_updates
+        else:
+            train_cfg.trainer.max_epoch = p.pruning_period
         train_cfg.trainer.patience = 0
         teacher = copy.deepcopy(base).to(device)
         loss = DistillationLoss(teacher, p.kd_alpha, p.kd_temperature, cfg.optim.label_smoothing, data.tgt_dict.pad)
@@ -241,6 +247,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         "stage_keep_ratio": float(state["plan"]["keep_ratio"]),
         "shrink": [s.type, s.unit],
         "pruning_period": int(p.pruning_period),
+        "period_updates": int(p.period_updates),
         "importance": p.importance,
         "period_complete": hook.complete,
         "removal_max_logprob_diff": diff,
@@ -307,9 +314,11 @@ def run(cfg: DictConfig) -> StageResult:
         resume_id = pruned_ckpt.get("mlflow_run_id")
     elif last.exists() and not cfg.trainer.reset:
         resume_id = load_checkpoint(last).get("mlflow_run_id")
-    log.info("pruning %s (%s parameters): targets=%s, compression_rate=%s, shrink=%s/%s over %d epochs",
+    period = (f"{cfg.pruning.period_updates} updates" if cfg.pruning.period_updates > 0
+              else f"{cfg.pruning.pruning_period} epochs")
+    log.info("pruning %s (%s parameters): targets=%s, compression_rate=%s, shrink=%s/%s over %s",
              cfg.init_from, f"{base.num_parameters():,}", cfg.pruning.targets, cfg.pruning.compression_rate,
-             cfg.shrink.type, cfg.shrink.unit, cfg.pruning.pruning_period)
+             cfg.shrink.type, cfg.shrink.unit, period)
 
     with tracked_run(cfg, resume_run_id=resume_id) as tracker:
         if pruned_ckpt is not None:
