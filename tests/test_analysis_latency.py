@@ -6,7 +6,6 @@ import torch
 from omegaconf import OmegaConf
 
 from pet.analysis.latency import (
-    FixedLengthDecoder,
     format_latency,
     latency_sweep,
     make_batches,
@@ -66,20 +65,6 @@ def test_fixed_length_runs_exactly_L_decoder_steps():
     r = measure_latency(model, batches, beam=3, fixed_length=L, warmup=2, repeats=3)
     assert counter.calls == (2 + 3) * L
     assert r.fixed_length == L and r.ms_per_sentence > 0
-
-
-def test_fallback_fixed_length_decoder_matches_beam_search():
-    model = build()
-    src = synthetic_batches(3, 7, 3, 50, seed=1)[0]
-    L = 5
-    counter = StepCounter(model)
-    tokens = FixedLengthDecoder(model, beam=3, length=L).generate(src)
-    assert counter.calls == L and tokens.shape == (3, 3, L)
-    assert bool((tokens[:, :, -1] == 2).all())
-    # Same work, same hypotheses as the project's beam search in fixed-length mode.
-    hyps = make_translator(model, beam=3, fixed_length=L)(src)
-    for s in range(3):
-        assert {tuple(h.tokens.tolist()) for h in hyps[s]} == {tuple(t) for t in tokens[s].tolist()}
 
 
 def test_custom_translate_fn():

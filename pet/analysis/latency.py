@@ -22,7 +22,6 @@ before torch starts) limits the damage when cores cannot be reserved.
 
 from __future__ import annotations
 
-import inspect
 import os
 import statistics
 import time
@@ -30,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 PAD, EOS, UNK = 1, 2, 3
@@ -125,69 +123,6 @@ def synthetic_batches(
 # ---------------------------------------------------------------- decoders
 
 
-class FixedLengthDecoder:
-    """Beam search that decodes exactly ``length`` steps per sentence.
-
-    A stand-alone fallback for a ``BeamSearch`` without ``min_len``: the same
-    per-step work (decoder step with cache, log-softmax, top-k over beam x vocab,
-    reordering of tokens and self-attention cache; step 0 on one row per
-    sentence, then expanded to ``beam`` rows) with </s> and <pad> forbidden, and
-    no finalisation bookkeeping.
-    """
-
-    def __init__(self, model: nn.Module, beam: int, length: int, eos: int = EOS, pad: int = PAD):
-        if length < 1:
-            raise ValueError(f"fixed_length must be >= 1, got {length}")
-        self.model, self.beam, self.length, self.eos, self.pad = model, beam, length, eos, pad
-
-    @torch.inference_mode()
-    def generate(self, src_tokens: Tensor) -> Tensor:
-        """(B, beam, length) tokens; the last column is </s>."""
-        model, beam, eos = self.model, self.beam, self.eos
-        was_training = model.training
-        model.eval()
-        try:
-            bsz = src_tokens.size(0)
-            device = src_tokens.device
-            encoder_out = model.encoder(src_tokens)
-            tokens = torch.full((bsz, 1), eos, dtype=torch.long, device=device)
-            scores = torch.zeros(bsz, 1, device=device)
-            cache: dict = {}
-            sentence = torch.arange(bsz, device=device).unsqueeze(1)
-            for step in range(self.length):
-                rows = 1 if step == 0 else beam
-                logits, _ = model.decoder(tokens, encoder_out, cache=cache)
-                lprobs = F.log_softmax(logits[:, -1, :].float(), dim=-1)
-                vocab = lprobs.size(-1)
-                last = step == self.length - 1
-                if last:  # force </s>
-                    chosen = torch.full_like(lprobs[:, :1], eos, dtype=torch.long)
-                    tokens = torch.cat([tokens, chosen], dim=1)
-                    break
-                lprobs[:, self.pad] = -torch.inf
-                lprobs[:, eos] = -torch.inf
-                cand = (scores.view(-1, 1) + lprobs).view(bsz, rows * vocab)
-                top_scores, top = cand.topk(beam, dim=1)
-                src_row = torch.div(top, vocab, rounding_mode="floor")
-                order = (sentence * rows + src_row).view(-1)  # decoder-state row each hypothesis extends
-                model.reorder_cache(cache, order, include_static=step == 0)
-                if step == 0:
-                    encoder_out = encoder_out.index_select(order)
-                tokens = torch.cat([tokens.index_select(0, order), (top % vocab).view(-1, 1)], dim=1)
-                scores = top_scores.view(-1)
-            return tokens[:, 1:].view(bsz, -1, self.length)
-        finally:
-            model.train(was_training)
-
-
-def _beam_search_class() -> Optional[type]:
-    try:
-        from pet.generation.beam_search import BeamSearch
-    except ImportError:
-        return None
-    return BeamSearch
-
-
 def make_translator(
     model: nn.Module,
     beam: int = 5,
@@ -199,27 +134,21 @@ def make_translator(
     pad: int = PAD,
     unk: int = UNK,
 ) -> Callable[[Tensor], Any]:
-    """``src_tokens -> output`` for timing.
+    """``src_tokens -> hypotheses`` for timing: the project's ``BeamSearch``.
 
-    Free decoding is ``BeamSearch(...).generate``. With ``fixed_length=L`` it is
-    the same ``BeamSearch`` with ``max_len = L-1`` and ``min_len = L-1`` (</s>
-    forbidden before step L-1, forced at it: exactly L decoder steps, outputs of
-    L-1 tokens + </s>); if that ``BeamSearch`` has no ``min_len``,
-    :class:`FixedLengthDecoder` is used instead.
+    With ``fixed_length=L`` it runs with ``max_len = min_len = L-1`` (</s>
+    forbidden before step L-1, forced at it): exactly L decoder steps, outputs
+    of L-1 tokens + </s>.
     """
-    BeamSearch = _beam_search_class()
+    from pet.generation.beam_search import BeamSearch
+
     if fixed_length is not None:
         if fixed_length < 1:
             raise ValueError(f"fixed_length must be >= 1, got {fixed_length}")
-        if BeamSearch is not None and "min_len" in inspect.signature(BeamSearch.__init__).parameters:
-            search = BeamSearch(
-                model, beam=beam, max_len_a=0.0, max_len_b=fixed_length - 1, lenpen=lenpen,
-                eos=eos, pad=pad, unk=unk, min_len=fixed_length - 1,
-            )
-            return search.generate
-        return FixedLengthDecoder(model, beam, fixed_length, eos=eos, pad=pad).generate
-    if BeamSearch is None:
-        raise ImportError("pet.generation.beam_search.BeamSearch is not available; pass translate_fn")
+        return BeamSearch(
+            model, beam=beam, max_len_a=0.0, max_len_b=fixed_length - 1, lenpen=lenpen,
+            eos=eos, pad=pad, unk=unk, min_len=fixed_length - 1,
+        ).generate
     return BeamSearch(model, beam, max_len_a, max_len_b, lenpen, eos, pad, unk).generate
 
 

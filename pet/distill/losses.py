@@ -116,18 +116,6 @@ def four_way_log_probs(student_logits: Tensor, target: Tensor) -> Tensor:
     return torch.stack([log_m + log_p, log_1mm + log_p, log_m + log_1mp, log_1mm + log_1mp], dim=-1)
 
 
-def masked_label_smoothed_nll(lprobs: Tensor, labels: Tensor, epsilon: float) -> tuple[Tensor, Tensor]:
-    """fairseq's label-smoothed NLL over K classes, summed over the given rows.
-
-    lprobs (N, K), labels (N,): the caller has already selected non-pad rows.
-    """
-    nll = -lprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    smooth = -lprobs.sum(dim=-1)
-    eps_i = epsilon / (lprobs.size(-1) - 1)
-    loss = (1.0 - epsilon - eps_i) * nll.sum() + eps_i * smooth.sum()
-    return loss, nll.sum()
-
-
 class WarmupLoss:
     """PET warm-up: the student learns the teacher's 4-class token labels."""
 
@@ -155,7 +143,8 @@ class WarmupLoss:
         s_logits, _, _ = model(batch.src_tokens, batch.prev_output_tokens)
         s_logits = s_logits[mask]
         four = four_way_log_probs(s_logits, target)
-        loss, nll4 = masked_label_smoothed_nll(four, labels, self.eps)
+        # The rows are non-pad already and labels are 0..3: nothing to ignore.
+        loss, nll4 = label_smoothed_nll_loss(four, labels, self.eps, ignore_index=-1)
         with torch.no_grad():
             nll = -F.log_softmax(s_logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).sum()
             counts = torch.bincount(labels, minlength=NUM_WARMUP_CLASSES).tolist()

@@ -21,14 +21,17 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
+from pet.data.batching import batch_by_size
 from pet.generation.beam_search import BeamSearch, Hypothesis
 from pet.generation.scoring import BleuScore, detok_sacrebleu, detokenize, tokenized_bleu
 
@@ -75,22 +78,7 @@ def length_sorted_batches(
     limit). A sentence longer than ``max_tokens`` gets a batch of its own.
     """
     order = sorted(indices, key=lambda i: (int(src_sizes[i]), i))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        n = int(src_sizes[i])
-        grown = max(longest, n)
-        too_many_tokens = bool(max_tokens) and (len(current) + 1) * grown > max_tokens
-        too_many_sentences = bool(max_sentences) and len(current) + 1 > max_sentences
-        if current and (too_many_tokens or too_many_sentences):
-            batches.append(current)
-            current, grown = [], n
-        current.append(i)
-        longest = grown
-    if current:
-        batches.append(current)
-    return batches
+    return batch_by_size(order, np.asarray(src_sizes), max_tokens or sys.maxsize, max_sentences)
 
 
 def _strip(ids: torch.Tensor, pad: int, eos: int) -> torch.Tensor:
