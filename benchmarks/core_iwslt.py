@@ -180,6 +180,29 @@ def bench_fairseq(out: Path, minutes: float, threads: int, venv: Path, reuse_tra
     }
 
 
+def pet_search_on_fairseq_weights(out: Path, threads: int) -> dict:
+    """fairseq's trained model decoded and scored by pet (converted checkpoint):
+    separates a BLEU gap between the systems into search vs trained weights."""
+    from fairseq_checkpoint import convert  # benchmarks/ is on sys.path when run as a script
+
+    sys.path.insert(0, str(REPO))
+    from pet.checkpoint import save_checkpoint
+
+    corpus = out / "pet_outputs" / "data" / "iwslt14_shared"
+    converted = out / "fairseq_as_pet.pt"
+    save_checkpoint(convert(out / "fairseq_ckpt" / "checkpoint_last.pt", corpus, "de", "en"), converted)
+    eval_dir = out / "fairseq_weights_pet_eval"
+    run(
+        [sys.executable, "-m", "pet", "stage=evaluate", "data=iwslt14_shared", "tracking=none",
+         f"trainer.num_threads={threads}", "trainer.progress_bar=none", f"paths.output_root={out / 'pet_outputs'}",
+         f"paths.run_dir={eval_dir}", f"init_from={converted}"],
+        out / "fairseq_weights_pet_eval.log",
+        thread_env(threads),
+    )
+    ev = json.loads((eval_dir / "result.json").read_text())["metrics"]
+    return {"test_bleu": ev["bleu"], "sacrebleu": ev["sacrebleu"], "decode_sentences_per_s": ev["sentences_per_s"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget per system")
@@ -190,15 +213,19 @@ def main() -> None:
     ap.add_argument("--skip-pet", action="store_true")
     ap.add_argument("--max-eval-sentences", type=int, default=0, help="pet only; 0 = the whole test set (6,750)")
     ap.add_argument("--reuse-training", action="store_true", help="fairseq: decode an existing checkpoint_last.pt again")
+    ap.add_argument("--seed", type=int, default=HPARAMS["seed"], help="training seed of both systems")
     args = ap.parse_args()
     if not (SHARED_BPE / "train.de").exists():
         sys.exit(f"IWSLT'14 data not found at {SHARED_BPE}; this benchmark reads ../shared beside the checkout")
     args.out.mkdir(parents=True, exist_ok=True)
+    HPARAMS["seed"] = args.seed
     results: dict[str, dict] = {}
     if not args.skip_pet:
         results["pet"] = bench_pet(args.out, args.minutes, args.threads, args.max_eval_sentences)
     if not args.skip_fairseq:
         results["fairseq"] = bench_fairseq(args.out, args.minutes, args.threads, args.fairseq_venv, args.reuse_training)
+        if not args.skip_pet:
+            results["fairseq_weights_pet_search"] = pet_search_on_fairseq_weights(args.out, args.threads)
     results["setup"] = {"minutes": args.minutes, "threads": args.threads, **HPARAMS,
                         "data": "IWSLT'14 de-en, 26.9k-pair training subset"}
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -211,6 +238,10 @@ def main() -> None:
         ratio = f"{p / f:.3f}" if isinstance(p, (int, float)) and isinstance(f, (int, float)) and f else "-"
         fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
         print(f"{k:<24}{fmt(p):>12}{fmt(f):>12}{ratio:>12}")
+    cross = results.get("fairseq_weights_pet_search")
+    if cross:
+        print(f"fairseq's weights decoded by pet: BLEU {cross['test_bleu']:.2f} (fairseq-generate: "
+              f"{results['fairseq']['test_bleu']:.2f}), {cross['decode_sentences_per_s']:.1f} sentences/s")
     print(f"results: {args.out / 'results.json'}")
 
 
