@@ -186,6 +186,17 @@ def shape_latency(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     return out
 
 
+def given(path: Path | None, flag: str):
+    """A StageResult standing for an already trained model passed on the command line."""
+    if path is None:
+        return None
+    from pet.stages.common import StageResult
+
+    if not path.exists():
+        sys.exit(f"--{flag.replace('_', '-')} {path} does not exist")
+    return StageResult(stage="pretrain", metric_name="given", metric=0.0, checkpoint=str(path.resolve()), metrics={})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "pet_iwslt")
@@ -203,6 +214,10 @@ def main() -> None:
     ap.add_argument("--teacher-checkpoint", type=Path, default=None,
                     help="an already trained baseline on the same data (e.g. the core benchmark's) instead of training one")
     ap.add_argument("--tiny-updates", type=int, default=3000)
+    ap.add_argument("--tiny-checkpoint", type=Path, default=None,
+                    help="an already trained KD teacher instead of training the tiny teacher (its widths must match "
+                         "the student's for the hidden-state term, otherwise pass --kd-beta 0)")
+    ap.add_argument("--kd-beta", type=float, default=None, help="distill.beta for PET's KD and (b) (default: distill/kd.yaml)")
     ap.add_argument("--warmup-updates", type=int, default=400, help="PET warm-up part of the student budget")
     ap.add_argument("--student-updates", type=int, default=2400, help="student budget: PET, (a) and (b) alike")
     ap.add_argument("--max-tokens", type=int, default=4096)
@@ -253,28 +268,27 @@ def main() -> None:
     started = time.perf_counter()
     b = Bench(args)
     S, W = args.student_updates, args.warmup_updates
+    teacher = given(args.teacher_checkpoint, "teacher_checkpoint") or b.stage(
+        "teacher", ["stage=pretrain", f"model={args.teacher_model}", f"trainer.max_update={args.teacher_updates}"])
+    tiny = given(args.tiny_checkpoint, "tiny_checkpoint") or b.stage(
+        "tiny_teacher", ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}"])
     if args.teacher_checkpoint is not None:
-        from pet.stages.common import StageResult
-
-        if not args.teacher_checkpoint.exists():
-            sys.exit(f"--teacher-checkpoint {args.teacher_checkpoint} does not exist")
-        teacher = StageResult(stage="pretrain", metric_name="given", metric=0.0,
-                              checkpoint=str(args.teacher_checkpoint.resolve()), metrics={})
         args.teacher_updates = "given"
-    else:
-        teacher = b.stage("teacher", ["stage=pretrain", f"model={args.teacher_model}",
-                                      f"trainer.max_update={args.teacher_updates}"])
-    tiny = b.stage("tiny_teacher", ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}"])
+    if args.tiny_checkpoint is not None:
+        args.tiny_updates = "given"
+    kd = [f"distill.beta={args.kd_beta}"] if args.kd_beta is not None else []
     warm = b.stage("pet_warmup", ["stage=distill", "distill=warmup", f"model={args.student_model}",
                                   f"distill.teacher={teacher.checkpoint}", f"trainer.max_update={W}"])
     # KD continues the warmed-up student, its optimizer and LR schedule
     # (distill.continue_schedule): max_update S counts the warm-up's W updates.
     pet = b.stage("pet", ["stage=distill", "distill=kd", f"model={args.student_model}", f"init_from={warm.checkpoint}",
-                          f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}"])
+                          f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}", *kd])
     scratch = b.stage("scratch", ["stage=pretrain", f"model={args.student_model}", f"trainer.max_update={S}"])
     kd_only = b.stage("kd_only", ["stage=distill", "distill=kd", f"model={args.student_model}", "distill.from_scratch=true",
-                                  f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}"])
+                                  f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}", *kd])
     systems = {"teacher": teacher, "tiny_teacher": tiny, "pet": pet, "scratch": scratch, "kd_only": kd_only}
+    if tiny.checkpoint == teacher.checkpoint:  # one model plays both teachers: one row
+        del systems["tiny_teacher"]
     train_seconds = {
         "teacher": teacher.metrics.get("train_seconds"),
         "tiny_teacher": tiny.metrics.get("train_seconds"),

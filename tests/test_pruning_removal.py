@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from pet.pruning.gates import gate_buffer, to_gated
-from pet.pruning.removal import RemovalError, max_output_difference, remove_pruned
+from pet.pruning.removal import RemovalError, max_output_difference, remove_pruned, verify_removal
 from tests.conftest import random_batch, small_model
 from tests.pruning_helpers import gated_small, random_selection, zero_selected
 
@@ -22,6 +22,10 @@ def test_removal_preserves_teacher_forced_logprobs(layernorm, seed):
     assert small.num_parameters() < 0.5 * plain.num_parameters()
     assert not small.spec.gated and small.spec.layernorm == layernorm
     assert max_output_difference(gated, small, BATCHES) < 1e-5
+    # In float64 removal is exact up to rounding: the verdict the prune stage uses.
+    exact, fp32 = verify_removal(gated, small, BATCHES, tolerance=1e-10)
+    assert exact < 1e-10 and fp32 < 1e-5
+    assert next(gated.parameters()).dtype == torch.float32  # the check works on copies
     # Uneven shapes really happened, and original scales were kept.
     enc, dec = small.spec.encoder, small.spec.decoder
     assert enc.embed_dim < 32 and dec.embed_dim < 48

@@ -221,8 +221,8 @@ class PruningConfig:
     importance_seed: int = 1
     kd_alpha: float = 0.5  # weight of T^2*KL(teacher || student); CE gets 1-alpha
     kd_temperature: float = 2.0
-    # Removal must preserve teacher-forced log-probs within this (checked on
-    # verify_batches validation batches; the run fails otherwise).
+    # Removal must preserve teacher-forced log-probs within this, computed in
+    # float64 (checked on verify_batches validation batches; the run fails otherwise).
     verify_tolerance: float = 1e-5
     verify_batches: int = 2
     # Report (printed, logged, in result.json): BLEU before/after on the first

@@ -16,8 +16,8 @@ Recipe (each step one module of :mod:`pet.pruning`):
    KD from a frozen copy of the input model; ``trainer.max_epoch`` is set to
    the period (never unbounded) and early stopping is off;
 4. physical removal into a smaller dense model, checked on real validation
-   batches (teacher-forced log-probs within ``pruning.verify_tolerance``, or
-   the run fails), saved as ``checkpoint_pruned.pt``: a plain checkpoint that
+   batches (teacher-forced log-probs within ``pruning.verify_tolerance`` in
+   float64, or the run fails; the float32 difference is reported too), saved as ``checkpoint_pruned.pt``: a plain checkpoint that
    ``stage=evaluate``/``summary``/``finetune``/``prune`` load with nothing else,
    carrying ``pruning_history`` (one entry per prune run of the chain);
 5. the report: requested vs achieved compression rate, parameters, FLOPs,
@@ -224,8 +224,10 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         )
     gated.eval()
     small = remove_pruned(gated)
-    diff = verify_removal(gated, small, _verify_batches(cfg, data.split("valid")), p.verify_tolerance, data.tgt_dict.pad)
-    log.info("removal preserved outputs: max |Δ log-prob| %.2e on validation batches (tolerance %g)", diff, p.verify_tolerance)
+    diff, diff_fp32 = verify_removal(gated, small, _verify_batches(cfg, data.split("valid")), p.verify_tolerance,
+                                     data.tgt_dict.pad)
+    log.info("removal preserved outputs: max |Δ log-prob| %.2e in float64 (tolerance %g), %.2e in float32, "
+             "on validation batches", diff, p.verify_tolerance, diff_fp32)
 
     target = state["target"]
     achieved = small.num_parameters()
@@ -251,6 +253,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         "importance": p.importance,
         "period_complete": hook.complete,
         "removal_max_logprob_diff": diff,
+        "removal_max_logprob_diff_fp32": diff_fp32,
         "init_from": str(cfg.init_from),
     }
     if not is_main_process():
@@ -342,6 +345,7 @@ def run(cfg: DictConfig) -> StageResult:
             "rate_error": entry["achieved_rate"] / entry["requested_rate"] - 1,
             "origin_parameters": entry["origin_parameters"],
             "removal_max_logprob_diff": entry["removal_max_logprob_diff"],
+            "removal_max_logprob_diff_fp32": entry.get("removal_max_logprob_diff_fp32", float("nan")),
             **rows,
         }
         title = f"SRP prune ({entry['targets']}, iteration {entry['iteration']}/{entry['pruning_iter']}, " \
