@@ -275,6 +275,10 @@ class CopyModel(torch.nn.Module):
 
     def decoder(self, prev, enc, cache=None):
         self.steps += 1
+        # Encoder states are one row per sentence; decoder rows are each
+        # sentence's hypotheses, sentence-major (pet's cross-attention contract).
+        assert prev.size(0) % enc.out.size(0) == 0
+        source = enc.out.repeat_interleave(prev.size(0) // enc.out.size(0), dim=0)
         if cache is not None:
             hist, cross = cache.setdefault("0.self", {}), cache.setdefault("0.cross", {})
             if "k" in hist:
@@ -283,7 +287,7 @@ class CopyModel(torch.nn.Module):
             hist["k"], cross["k"] = prev.clone(), enc.out
         t = prev.size(1) - 1
         if t < enc.out.size(1):
-            target = enc.out[:, t]
+            target = source[:, t]
         else:
             target = F.one_hot(torch.full((prev.size(0),), EOS), self.vocab).float()
         logits = 4.0 * target + 0.5 * self.noise

@@ -293,9 +293,7 @@ def count_flops(
                     # Step 0 ran on one row; then every hypothesis extends a
                     # (here random) row, as beam search reorders its state.
                     order = torch.randint(rows, (beam,), generator=g).to(device)
-                    type(model).reorder_cache(cache, order, include_static=step == 0)
-                    if step == 0:
-                        encoder_out = encoder_out.index_select(order)
+                    type(model).reorder_cache(cache, order)  # cross-attention stays per sentence
                     tokens = tokens.index_select(0, order)
                 # The next token does not change the cost; avoid special ids.
                 nxt = torch.randint(min(FIRST_REAL_TOKEN, tgt_vocab - 1), tgt_vocab, (tokens.size(0), 1), generator=g)

@@ -25,11 +25,12 @@ setting except the first:
   sentence of a batch the two agree.
 * The first step runs on one row per sentence (all beams share the prefix
   ``</s>``; fairseq computes all ``beam`` identical rows and reads one), which
-  also computes the cross-attention keys/values once per sentence before they
-  are copied to the beams.
-* Encoder output and the static cross-attention cache are reordered only when
-  finished sentences leave the batch (fairseq reorders the encoder output at
-  every step; within a sentence the rows are identical, so it is not needed).
+  also computes the cross-attention keys/values once per sentence.
+* Encoder states and cross-attention keys/values stay one row per sentence:
+  the decoder's cross-attention treats a sentence's ``beam`` hypotheses as
+  that many queries against them (fairseq copies them to every beam and
+  reorders the encoder output at every step). They are only selected when
+  finished sentences leave the batch.
 """
 
 from __future__ import annotations
@@ -248,12 +249,12 @@ class BeamSearch:
             # Decoder-state row (before any shrink) each new hypothesis extends.
             active_beams = torch.gather(cand_beams, 1, active_hypos)
             state_order = (old_sentence.unsqueeze(1) * rows + active_beams).view(-1)
-            # Within a sentence the cross-attention keys/values are identical:
-            # they move only when the batch changes (step 0 expands 1 -> beam rows).
-            include_static = shrink or step == 0
-            model.reorder_cache(cache, state_order, include_static=include_static)
-            if include_static:
-                encoder_out = encoder_out.index_select(state_order)
+            # Encoder states and cross-attention keys/values stay one row per
+            # sentence (the decoder groups each sentence's beam onto them):
+            # they move only when finished sentences leave the batch.
+            model.reorder_cache(cache, state_order, sentences=old_sentence if shrink else None)
+            if shrink:
+                encoder_out = encoder_out.index_select(old_sentence)
 
         for hyps in finalized:
             hyps.sort(key=lambda h: -h.score)  # stable: ties keep finalisation order

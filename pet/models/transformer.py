@@ -30,8 +30,9 @@ from torch import Tensor, nn
 
 from pet.models.spec import AttentionSpec, LayerSpec, StackSpec, TransformerSpec
 
-# cache[f"{depth}.self"] = {"k": (B, H, T, dk), "v": (B, H, T, dv)}
-# cache[f"{depth}.cross"] = {"k": ..., "v": ...}  computed once per sentence
+# cache[f"{depth}.self"] = {"k": (B, H, T, dk), "v": (B, H, T, dv)}  one row per hypothesis
+# cache[f"{depth}.cross"] = {"k": (S, H, Ts, dk), "v": ...}  one row per *sentence*, computed
+#   once; the B = S * r decoder rows are sentence-major groups of r hypotheses (a beam)
 IncrementalCache = dict[str, dict[str, Tensor]]
 
 
@@ -178,6 +179,14 @@ class Attention(nn.Module):
         mask = None
         if key_padding_mask is not None:
             mask = ~key_padding_mask[:, None, None, :]  # True = attend
+        b, _, t, _ = q.shape
+        group = b // k.size(0)
+        if group > 1:
+            # r hypotheses of one sentence attend to the same encoder states:
+            # their queries become one sentence's r*t queries (no causal mask
+            # in cross-attention), so keys/values are never copied per beam
+            # and each product serves r queries at once.
+            q = q.view(k.size(0), group, self.heads, t, -1).transpose(1, 2).reshape(k.size(0), self.heads, group * t, -1)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -187,7 +196,8 @@ class Attention(nn.Module):
             is_causal=causal and mask is None,
             scale=self.scaling,
         )
-        b, _, t, _ = out.shape
+        if group > 1:
+            out = out.view(k.size(0), self.heads, group, t, -1).transpose(1, 2).reshape(b, self.heads, t, -1)
         out = out.transpose(1, 2).reshape(b, t, self.heads * self.vo_dim)
         if self.c_vo is not None:
             out = out * self.c_vo
@@ -402,17 +412,20 @@ class TransformerModel(nn.Module):
         return logits, enc, dec_states
 
     @staticmethod
-    def reorder_cache(cache: IncrementalCache, order: Tensor, include_static: bool) -> None:
-        """Reorder cached keys/values along the batch dimension in place.
+    def reorder_cache(cache: IncrementalCache, order: Tensor, sentences: Optional[Tensor] = None) -> None:
+        """Move cached keys/values along the batch dimension, in place.
 
-        Beam reordering only moves hypotheses within a sentence, whose encoder
-        keys/values are identical, so the static cross-attention entries only
-        need reordering when the batch itself changes (finished sentences leave).
+        ``order[i]`` is the hypothesis row that new row ``i`` extends (beam
+        reordering; it may also expand one row per sentence into a beam).
+        Cross-attention entries hold one row per sentence and ignore beam
+        moves; ``sentences`` (indices into the current sentences) selects the
+        ones that stay when finished sentences leave the batch.
         """
         for name, entry in cache.items():
-            if include_static or name.endswith(".self"):
+            index = order if name.endswith(".self") else sentences
+            if index is not None:
                 for key in entry:
-                    entry[key] = entry[key].index_select(0, order)
+                    entry[key] = entry[key].index_select(0, index)
 
     def num_parameters(self) -> int:
         # parameters() yields each shared tensor once, so this is the real size.
