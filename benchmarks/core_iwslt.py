@@ -52,10 +52,9 @@ def thread_env(threads: int) -> dict:
     return env
 
 
-def bench_pet(out: Path, minutes: float, threads: int, max_sentences_eval: int) -> dict:
-    pet = [sys.executable, "-m", "pet"]
-    run_dir = out / "pet"
-    common = [
+def pet_common(out: Path, threads: int) -> list[str]:
+    """Overrides every pet command of this benchmark shares."""
+    return [
         "data=iwslt14_shared",
         "model=transformer_small",
         "tracking=none",
@@ -63,6 +62,25 @@ def bench_pet(out: Path, minutes: float, threads: int, max_sentences_eval: int) 
         "trainer.progress_bar=none",
         f"paths.output_root={out / 'pet_outputs'}",
     ]
+
+
+def pet_evaluate(out: Path, threads: int, checkpoint: Path, name: str, max_sentences: int = 0) -> dict:
+    """``pet stage=evaluate`` on the test set; its metrics (BLEU, sacreBLEU, speed)."""
+    eval_dir = out / name
+    run(
+        [sys.executable, "-m", "pet", "stage=evaluate", f"paths.run_dir={eval_dir}", f"init_from={checkpoint}"]
+        + pet_common(out, threads)
+        + [f"generation.max_examples={max_sentences}"],
+        out / f"{name}.log",
+        thread_env(threads),
+    )
+    return json.loads((eval_dir / "result.json").read_text())["metrics"]
+
+
+def bench_pet(out: Path, minutes: float, threads: int, max_sentences_eval: int) -> dict:
+    pet = [sys.executable, "-m", "pet"]
+    run_dir = out / "pet"
+    common = pet_common(out, threads)
     h = HPARAMS
     train_log = run(
         pet
@@ -83,16 +101,7 @@ def bench_pet(out: Path, minutes: float, threads: int, max_sentences_eval: int) 
     )
     result = json.loads((run_dir / "result.json").read_text())
     m = result["metrics"]
-    eval_dir = out / "pet_eval"
-    run(
-        pet
-        + ["stage=evaluate", f"paths.run_dir={eval_dir}", f"init_from={run_dir / 'checkpoint_last.pt'}"]
-        + common
-        + [f"generation.max_examples={max_sentences_eval}"],
-        out / "pet_eval.log",
-        thread_env(threads),
-    )
-    ev = json.loads((eval_dir / "result.json").read_text())["metrics"]
+    ev = pet_evaluate(out, threads, run_dir / "checkpoint_last.pt", "pet_eval", max_sentences_eval)
     return {
         "train_tokens_per_s": m["train_tokens_per_s"],
         "updates": m["num_updates"],
@@ -191,15 +200,7 @@ def pet_search_on_fairseq_weights(out: Path, threads: int) -> dict:
     corpus = out / "pet_outputs" / "data" / "iwslt14_shared"
     converted = out / "fairseq_as_pet.pt"
     save_checkpoint(convert(out / "fairseq_ckpt" / "checkpoint_last.pt", corpus, "de", "en"), converted)
-    eval_dir = out / "fairseq_weights_pet_eval"
-    run(
-        [sys.executable, "-m", "pet", "stage=evaluate", "data=iwslt14_shared", "tracking=none",
-         f"trainer.num_threads={threads}", "trainer.progress_bar=none", f"paths.output_root={out / 'pet_outputs'}",
-         f"paths.run_dir={eval_dir}", f"init_from={converted}"],
-        out / "fairseq_weights_pet_eval.log",
-        thread_env(threads),
-    )
-    ev = json.loads((eval_dir / "result.json").read_text())["metrics"]
+    ev = pet_evaluate(out, threads, converted, "fairseq_weights_pet_eval")
     return {"test_bleu": ev["bleu"], "sacrebleu": ev["sacrebleu"], "decode_sentences_per_s": ev["sentences_per_s"]}
 
 
