@@ -23,8 +23,8 @@ teacher forward pass, so their wall-clock time is longer; it is reported.
     python benchmarks/pet_iwslt.py --smoke                           # proves it runs (< 2 min)
     python benchmarks/pet_iwslt.py --device cuda --teacher-updates 20000 ...
 
-Every stage is pet's own (``run_stage`` on a composed config, exactly what
-``pet stage=...`` runs), tracked in MLflow unless ``--tracking none``. Results:
+Every stage is pet's own, run as ``python -m pet stage=...`` in its own process
+(``--jobs N``: N stages at a time, one thread each; latency always alone), tracked in MLflow unless ``--tracking none``. Results:
 <out>/results.json and a table on stdout. Re-running resumes finished stages.
 """
 
@@ -36,9 +36,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
 
-REPO = Path(__file__).resolve().parents[1]
+from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
+
 SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
 
 PUBLISHED = {"params_change_pct": -81.20, "speedup_pct": 45.15, "bleu_change": -0.27}
@@ -67,7 +69,6 @@ class Bench:
             *args.data_overrides,
             f"paths.output_root={args.out / 'pet_outputs'}",
             f"paths.data_root={args.data_root}",
-            f"trainer.num_threads={args.threads}",
             f"trainer.device={args.device}",
             "trainer.progress_bar=none",
             f"trainer.max_tokens={args.max_tokens}",
@@ -84,22 +85,15 @@ class Bench:
         self.timings: dict[str, float] = {}
 
     def stage(self, name: str, overrides: list[str]):
-        from pet.stages import run_stage
-        from pet.stages.common import read_result
+        """One pet stage in its own process (benchmarks/stage_runner.py), as a StageResult."""
+        from pet.stages.common import StageResult
 
-        run_dir = self.out / "runs" / name
-        done = read_result(run_dir)
-        if done is not None:
-            print(f"[{name}] already done ({run_dir / 'result.json'})", flush=True)
-            return done
-        print(f"[{name}] {' '.join(overrides)}", flush=True)
-        started = time.perf_counter()
-        cfg = compose(self.common + overrides + [f"paths.run_dir={run_dir}", f"run_name={name}",
-                                                 f"tracking.run_name={name}"])
-        result = run_stage(cfg)
-        self.timings[name] = time.perf_counter() - started
-        print(f"[{name}] {result.metric_name}={result.metric} in {self.timings[name]:.0f}s", flush=True)
-        return result
+        threads = 1 if self.args.jobs > 1 else self.args.threads
+        res = run_pet_stage(name, self.out / "runs" / name,
+                            [*self.common, *overrides, f"run_name={name}", f"tracking.run_name={name}"], threads)
+        if "wall_s" in res:
+            self.timings[name] = res["wall_s"]
+        return StageResult(**{k: v for k, v in res.items() if k in StageResult.__dataclass_fields__})
 
     def evaluate(self, name: str, checkpoint: str):
         a = self.args
@@ -186,6 +180,15 @@ def shape_latency(args: argparse.Namespace, data: Any) -> dict[str, Any]:
     return out
 
 
+def done_future(value: Any) -> Optional[Future]:
+    """An already finished Future holding ``value``, or None for None."""
+    if value is None:
+        return None
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
 def given(path: Path | None, flag: str):
     """A StageResult standing for an already trained model passed on the command line."""
     if path is None:
@@ -202,7 +205,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "pet_iwslt")
     ap.add_argument("--data-root", type=Path, default=REPO / "outputs" / "data",
                     help="prepared corpora (shared with other runs; preparation is idempotent)")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 2)))
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("SLURM_CPUS_PER_TASK", 2)),
+                    help="threads of the latency runs (and of every stage without --jobs)")
+    ap.add_argument("--jobs", type=int, default=1, help="stages run at once, 1 thread each (training and BLEU only)")
     ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     ap.add_argument("--data", default="iwslt14_shared", help="pet data config (conf/data/)")
     ap.add_argument("--subset", type=int, default=0,
@@ -214,6 +219,8 @@ def main() -> None:
     ap.add_argument("--teacher-checkpoint", type=Path, default=None,
                     help="an already trained baseline on the same data (e.g. the core benchmark's) instead of training one")
     ap.add_argument("--tiny-updates", type=int, default=3000)
+    ap.add_argument("--tiny-lr", type=float, default=5e-4,
+                    help="the tiny teacher's peak LR (6+6 post-LN layers stall at 1e-3 with a short warm-up)")
     ap.add_argument("--tiny-checkpoint", type=Path, default=None,
                     help="an already trained KD teacher instead of training the tiny teacher (its widths must match "
                          "the student's for the hidden-state term, otherwise pass --kd-beta 0)")
@@ -268,24 +275,34 @@ def main() -> None:
     started = time.perf_counter()
     b = Bench(args)
     S, W = args.student_updates, args.warmup_updates
-    teacher = given(args.teacher_checkpoint, "teacher_checkpoint") or b.stage(
-        "teacher", ["stage=pretrain", f"model={args.teacher_model}", f"trainer.max_update={args.teacher_updates}"])
-    tiny = given(args.tiny_checkpoint, "tiny_checkpoint") or b.stage(
-        "tiny_teacher", ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}"])
+    kd = [f"distill.beta={args.kd_beta}"] if args.kd_beta is not None else []
+    student = f"model={args.student_model}"
+    # Submitted in dependency order: a stage only waits on stages submitted
+    # before it, which FIFO workers have already started, so --jobs N cannot deadlock.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        def submit(name: str, overrides: Callable[[], list[str]]) -> Future:
+            return pool.submit(lambda: b.stage(name, overrides()))
+
+        teacher_f = done_future(given(args.teacher_checkpoint, "teacher_checkpoint")) or submit(
+            "teacher", lambda: ["stage=pretrain", f"model={args.teacher_model}", f"trainer.max_update={args.teacher_updates}"])
+        tiny_f = done_future(given(args.tiny_checkpoint, "tiny_checkpoint")) or submit(
+            "tiny_teacher", lambda: ["stage=pretrain", f"model={args.tiny_model}", f"trainer.max_update={args.tiny_updates}",
+                                     f"optim.lr={args.tiny_lr}"])
+        warm_f = submit("pet_warmup", lambda: ["stage=distill", "distill=warmup", student,
+                                               f"distill.teacher={teacher_f.result().checkpoint}", f"trainer.max_update={W}"])
+        scratch_f = submit("scratch", lambda: ["stage=pretrain", student, f"trainer.max_update={S}"])
+        # KD continues the warmed-up student, its optimizer and LR schedule
+        # (distill.continue_schedule): max_update S counts the warm-up's W updates.
+        pet_f = submit("pet", lambda: ["stage=distill", "distill=kd", student, f"init_from={warm_f.result().checkpoint}",
+                                       f"distill.teacher={tiny_f.result().checkpoint}", f"trainer.max_update={S}", *kd])
+        kd_only_f = submit("kd_only", lambda: ["stage=distill", "distill=kd", student, "distill.from_scratch=true",
+                                               f"distill.teacher={tiny_f.result().checkpoint}", f"trainer.max_update={S}", *kd])
+        teacher, tiny, warm, pet, scratch, kd_only = (
+            f.result() for f in (teacher_f, tiny_f, warm_f, pet_f, scratch_f, kd_only_f))
     if args.teacher_checkpoint is not None:
         args.teacher_updates = "given"
     if args.tiny_checkpoint is not None:
         args.tiny_updates = "given"
-    kd = [f"distill.beta={args.kd_beta}"] if args.kd_beta is not None else []
-    warm = b.stage("pet_warmup", ["stage=distill", "distill=warmup", f"model={args.student_model}",
-                                  f"distill.teacher={teacher.checkpoint}", f"trainer.max_update={W}"])
-    # KD continues the warmed-up student, its optimizer and LR schedule
-    # (distill.continue_schedule): max_update S counts the warm-up's W updates.
-    pet = b.stage("pet", ["stage=distill", "distill=kd", f"model={args.student_model}", f"init_from={warm.checkpoint}",
-                          f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}", *kd])
-    scratch = b.stage("scratch", ["stage=pretrain", f"model={args.student_model}", f"trainer.max_update={S}"])
-    kd_only = b.stage("kd_only", ["stage=distill", "distill=kd", f"model={args.student_model}", "distill.from_scratch=true",
-                                  f"distill.teacher={tiny.checkpoint}", f"trainer.max_update={S}", *kd])
     systems = {"teacher": teacher, "tiny_teacher": tiny, "pet": pet, "scratch": scratch, "kd_only": kd_only}
     if tiny.checkpoint == teacher.checkpoint:  # one model plays both teachers: one row
         del systems["tiny_teacher"]
@@ -301,9 +318,11 @@ def main() -> None:
     from pet.stages.common import load_data
 
     data = load_data(compose(b.common + ["stage=evaluate", f"paths.run_dir={args.out / 'runs' / 'latency'}"]))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        evals = dict(zip(systems, pool.map(lambda item: b.evaluate(item[0], item[1].checkpoint), systems.items())))
     rows: dict[str, dict[str, Any]] = {}
-    for name, res in systems.items():
-        ev = b.evaluate(name, res.checkpoint)
+    for name, res in systems.items():  # latency: one model at a time, on an otherwise idle machine
+        ev = evals[name]
         print(f"[latency] {name}", flush=True)
         lat = latency(res.checkpoint, data, args)
         rows[name] = {

@@ -25,6 +25,12 @@ measured batch-64 speedup reaches >= 0.9 of the FLOP-ideal one.
 
     python benchmarks/srp_iwslt.py --threads 2                 # the real run (hours on 2 cores)
     python benchmarks/srp_iwslt.py --smoke                     # proves it runs (minutes)
+    python benchmarks/srp_iwslt.py --jobs 2 --threads 2        # two 1-thread stages at a time
+
+With ``--jobs N`` the prune/finetune chains and the BLEU evaluations run N at
+a time, one thread each (two 1-thread processes train more tokens per second
+on 2 cores than one 2-thread process); none of them is timed. The latency
+pass at the end always runs alone, with ``--threads`` threads.
 
 Every stage runs as its own ``python -m pet stage=...`` process (what a user
 types; thread counts stay per process); finished stages are skipped on a
@@ -35,14 +41,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
+from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
+
 SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
 
 # Pretraining follows benchmarks/core_iwslt.py (short warm-up for a CPU budget);
@@ -53,39 +60,19 @@ def continue_overrides(args: argparse.Namespace) -> list[str]:
 METHODS = ("srp_two_stage", "srp_single_stage", "oneshot", "random")
 
 
-def pet_cmd(args: argparse.Namespace, run_dir: Path, overrides: list[str]) -> list[str]:
-    return [
-        sys.executable, "-m", "pet",
-        "data=iwslt14_shared", "model=transformer_small",
-        f"tracking={args.tracking}", f"trainer.num_threads={args.threads}", "trainer.progress_bar=none",
-        f"paths.output_root={args.out / 'outputs'}", f"paths.run_dir={run_dir}",
-        f"trainer.device={args.device}",
-        *overrides,
-    ]
+def stage_threads(args: argparse.Namespace) -> int:
+    """Threads of one training/evaluation process: all of them, or one each when N run at once."""
+    return 1 if args.jobs > 1 else args.threads
 
 
 def run_stage(args: argparse.Namespace, name: str, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """One pet stage in its own process; skipped when its result.json exists."""
-    result = run_dir / "result.json"
-    if result.exists():
-        print(f"[skip] {name}: {result}", flush=True)
-        return json.loads(result.read_text())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = pet_cmd(args, run_dir, overrides)
-    print(f"[run ] {name}: {' '.join(cmd[3:])}", flush=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
-    started = time.perf_counter()
-    with open(run_dir / "stage.log", "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        tail = (run_dir / "stage.log").read_text()[-3000:]
-        sys.exit(f"{name} failed ({proc.returncode}) after {seconds:.0f}s; see {run_dir / 'stage.log'}\n{tail}")
-    print(f"       done in {seconds:.0f}s", flush=True)
-    out = json.loads(result.read_text())
-    out["wall_s"] = seconds
-    result.write_text(json.dumps(out, indent=2))
-    return out
+    """One pet stage in its own process (benchmarks/stage_runner.py); skipped when done."""
+    common = [
+        "data=iwslt14_shared", "model=transformer_small",
+        f"tracking={args.tracking}", "trainer.progress_bar=none",
+        f"paths.output_root={args.out / 'outputs'}", f"trainer.device={args.device}",
+    ]
+    return run_pet_stage(name, run_dir, [*common, *overrides], stage_threads(args))
 
 
 def budget(args: argparse.Namespace, epochs: int, updates: int = 0) -> list[str]:
@@ -167,7 +154,8 @@ def measure_all(args: argparse.Namespace, checkpoints: dict[str, Path]) -> dict[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "srp_iwslt")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="threads of the latency pass (and of every stage without --jobs)")
+    ap.add_argument("--jobs", type=int, default=1, help="stages run at once, 1 thread each (training and BLEU only)")
     ap.add_argument("--device", default="cpu", help="training device (latency is always measured where the models load: CPU)")
     ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.25])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -213,19 +201,26 @@ def main() -> None:
     else:
         base = run_stage(args, "pretrain", args.out / "pretrain", ["stage=pretrain", *PRETRAIN, *budget(args, args.pretrain_epochs)])
         base_ckpt = Path(base["checkpoint"])
-    finals: dict[str, Path] = {"unpruned": base_ckpt}
-    if not args.no_continued_baseline:
+
+    def continued_baseline() -> Path:
         cont = run_stage(args, "unpruned_continued", args.out / "unpruned_continued",
                          ["stage=finetune", *continue_overrides(args),
                           *budget(args, 2 * args.period + args.finetune_epochs,
                                   (2 * args.period_updates + args.finetune_updates) if args.period_updates else 0),
                           f"init_from={base_ckpt}"])
-        finals["unpruned_continued"] = Path(cont["checkpoint"])
+        return Path(cont["checkpoint"])
+
+    # Every training run, then every evaluation, N at a time (--jobs).
+    trainings: dict[str, Callable[[], Path]] = {}
+    if not args.no_continued_baseline:
+        trainings["unpruned_continued"] = continued_baseline
     for rate in args.rates:
         for method in args.methods:
-            finals[f"{method}@{rate}"] = prune_chain(args, method, rate, base_ckpt)
-
-    bleu = {name: evaluate(args, name, ckpt) for name, ckpt in finals.items()}
+            trainings[f"{method}@{rate}"] = partial(prune_chain, args, method, rate, base_ckpt)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        finals: dict[str, Path] = {"unpruned": base_ckpt}
+        finals.update(zip(trainings, pool.map(lambda train: train(), trainings.values())))
+        bleu = dict(zip(finals, pool.map(lambda item: evaluate(args, *item), finals.items())))
     sizes = measure_all(args, finals)
     ref = sizes["unpruned"]
     rows = {}

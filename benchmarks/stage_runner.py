@@ -1,0 +1,43 @@
+"""Run pet stages for the benchmarks: one ``python -m pet`` process per stage.
+
+A stage in its own process is exactly what a user types, keeps its thread
+count to itself (so two 1-thread stages can share 2 cores; on small CPUs that
+trains more tokens per second than one 2-thread process), and leaves a
+``stage.log`` beside its ``result.json``. A stage whose ``result.json`` exists
+is skipped, so a benchmark that stopped half-way resumes where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_pet_stage(name: str, run_dir: Path, overrides: list[str], threads: int) -> dict[str, Any]:
+    """``python -m pet <overrides> paths.run_dir=<run_dir>`` with ``threads``
+    CPU threads; returns its result.json (plus ``wall_s`` when it ran now).
+    Exits the benchmark with the log's tail if the stage fails."""
+    result = run_dir / "result.json"
+    if result.exists():
+        print(f"[skip] {name}: {result}", flush=True)
+        return json.loads(result.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pet", *overrides, f"trainer.num_threads={threads}", f"paths.run_dir={run_dir}"]
+    print(f"[run ] {name}: {' '.join(cmd[3:])}", flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    started = time.perf_counter()
+    with open(run_dir / "stage.log", "w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = (run_dir / "stage.log").read_text()[-3000:]
+        sys.exit(f"{name} failed ({proc.returncode}) after {seconds:.0f}s; see {run_dir / 'stage.log'}\n{tail}")
+    print(f"[done] {name} in {seconds:.0f}s", flush=True)
+    return {**json.loads(result.read_text()), "wall_s": seconds}
