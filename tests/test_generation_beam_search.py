@@ -280,11 +280,15 @@ class CopyModel(torch.nn.Module):
         assert prev.size(0) % enc.out.size(0) == 0
         source = enc.out.repeat_interleave(prev.size(0) // enc.out.size(0), dim=0)
         if cache is not None:
+            # The self-attention history is stored as pet's model stores it,
+            # (rows, heads, time, dim): here the prefix tokens themselves.
             hist, cross = cache.setdefault("0.self", {}), cache.setdefault("0.cross", {})
             if "k" in hist:
-                assert torch.equal(hist["k"], prev[:, :-1])
+                assert torch.equal(hist["k"][:, 0, :, 0], prev[:, :-1])
+                assert torch.equal(hist["v"], hist["k"])
                 assert torch.equal(cross["k"], enc.out)
-            hist["k"], cross["k"] = prev.clone(), enc.out
+            hist["k"] = hist["v"] = prev[:, None, :, None].clone()
+            cross["k"] = enc.out
         t = prev.size(1) - 1
         if t < enc.out.size(1):
             target = source[:, t]

@@ -31,6 +31,28 @@ def test_incremental_decoding_matches_full_forward():
     torch.testing.assert_close(F.log_softmax(inc, -1)[mask], F.log_softmax(full, -1)[mask], atol=1e-5, rtol=1e-5)
 
 
+def test_reordered_incremental_decoding_matches_full_forward_of_the_reordered_prefixes():
+    """Beam search moves cached rows every step (reorder_cache gathers them into a
+    buffer one step longer; the next append fills its last slot): each step's
+    output must still equal a full forward pass over the prefixes the rows hold."""
+    model = small_model().eval()
+    batch = random_batch(bsz=3)
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        enc = model.encoder(batch.src_tokens[:1].expand(4, -1))
+        prefixes = torch.full((4, 1), 2, dtype=torch.long)
+        cache: dict = {}
+        for step in range(6):
+            logits, _ = model.decoder(prefixes, enc, cache=cache)
+            full, _ = model.decoder(prefixes, enc)
+            torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+            order = torch.randint(0, 4, (4,), generator=g)  # rows copied, dropped, swapped
+            TransformerModel.reorder_cache(cache, order)
+            next_tokens = torch.randint(4, 20, (4, 1), generator=g)
+            prefixes = torch.cat([prefixes.index_select(0, order), next_tokens], dim=1)
+        assert all(e["k"].size(2) == 6 for n, e in cache.items() if n.endswith(".self"))
+
+
 def test_right_padding_does_not_change_a_sentences_output():
     model = small_model().eval()
     batch = random_batch(bsz=3)

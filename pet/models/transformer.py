@@ -33,7 +33,25 @@ from pet.models.spec import AttentionSpec, LayerSpec, StackSpec, TransformerSpec
 # cache[f"{depth}.self"] = {"k": (B, H, T, dk), "v": (B, H, T, dv)}  one row per hypothesis
 # cache[f"{depth}.cross"] = {"k": (S, H, Ts, dk), "v": ...}  one row per *sentence*, computed
 #   once; the B = S * r decoder rows are sentence-major groups of r hypotheses (a beam)
+#   after a beam reorder a self entry also holds "k+"/"v+": (B, H, T+1, d) buffers whose
+#   first T steps are "k"/"v", so the next step's append writes one slot (append_step)
 IncrementalCache = dict[str, dict[str, Tensor]]
+
+
+def append_step(cache: dict[str, Tensor], key: str, new: Tensor) -> Tensor:
+    """``cache[key]`` (B, H, T, d) with ``new`` (B, H, 1, d) appended along time.
+
+    Beam search reorders the history at every step and then appends one step:
+    two copies of the whole history if done separately. :meth:`TransformerModel.reorder_cache`
+    therefore gathers the history straight into a buffer one step longer
+    (``cache[key + "+"]``), and the append only fills its last slot.
+    """
+    old, spare = cache[key], cache.pop(key + "+", None)
+    t = old.size(2)
+    if spare is not None and spare.size(2) == t + new.size(2) and spare.size(0) == new.size(0):
+        spare[:, :, t:] = new
+        return spare
+    return torch.cat([old, new], dim=2)
 
 
 def linear(in_features: int, out_features: int) -> nn.Linear:
@@ -173,8 +191,7 @@ class Attention(nn.Module):
             v = self._split(v_proj(source), self.vo_dim)
             if cache is not None:
                 if not static_kv and "k" in cache:
-                    k = torch.cat([cache["k"], k], dim=2)
-                    v = torch.cat([cache["v"], v], dim=2)
+                    k, v = append_step(cache, "k", k), append_step(cache, "v", v)
                 cache["k"], cache["v"] = k, v
         mask = None
         if key_padding_mask is not None:
@@ -422,10 +439,20 @@ class TransformerModel(nn.Module):
         ones that stay when finished sentences leave the batch.
         """
         for name, entry in cache.items():
-            index = order if name.endswith(".self") else sentences
-            if index is not None:
-                for key in entry:
-                    entry[key] = entry[key].index_select(0, index)
+            if not name.endswith(".self"):
+                if sentences is not None:
+                    for key in entry:
+                        entry[key] = entry[key].index_select(0, sentences)
+                continue
+            for key in ("k", "v"):
+                old = entry[key]
+                if old.requires_grad:  # out= takes no autograd inputs; decoding never has any
+                    entry[key] = old.index_select(0, order)
+                    continue
+                b, h, t, d = old.shape
+                spare = old.new_empty(order.numel(), h, t + 1, d)
+                entry[key] = torch.index_select(old, 0, order, out=spare[:, :, :t])
+                entry[key + "+"] = spare  # append_step fills its last slot
 
     def num_parameters(self) -> int:
         # parameters() yields each shared tensor once, so this is the real size.

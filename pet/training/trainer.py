@@ -429,7 +429,8 @@ class Trainer:
         )
         if self.is_main:
             log.info(
-                "end of epoch %d (update %d): valid loss %.4f, nll %.4f, ppl %.2f, best %.4f%s",
+                "%s epoch %d (update %d): valid loss %.4f, nll %.4f, ppl %.2f, best %.4f%s",
+                "end of" if complete else "stopped within",
                 s.epoch,
                 s.num_updates,
                 metrics["valid_loss"],
