@@ -151,6 +151,50 @@ def measure_all(args: argparse.Namespace, checkpoints: dict[str, Path]) -> dict[
     return out
 
 
+# Where decoding time goes, by the aten ops the profiler sees (self time).
+OP_GROUPS = {
+    "matrix products": ("aten::addmm", "aten::mm", "aten::bmm"),
+    "attention kernel": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax"),
+    "kv cache (append, beam reorder)": ("aten::cat", "aten::index_select", "aten::index"),
+    "search over the vocabulary": ("aten::_log_softmax", "aten::topk"),
+}
+
+
+def time_breakdown(model: Any, batch_size: int, threads: int) -> dict[str, float]:
+    """Milliseconds per sentence in each OP_GROUPS group (plus "other") for one
+    profiled fixed-length pass at ``batch_size``: the FLOP-ideal speedup only
+    describes the first group, and this shows how much of the time that is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from pet.analysis.latency import make_batches, measure_latency, synthetic_sentences
+
+    batches = make_batches(synthetic_sentences(batch_size, 25, model.spec.encoder.vocab_size), batch_size)
+    measure_latency(model, batches, 5, fixed_length=25, warmup=1, repeats=1, num_threads=threads)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        measure_latency(model, batches, 5, fixed_length=25, warmup=0, repeats=1, num_threads=threads)
+    owner = {op: group for group, ops in OP_GROUPS.items() for op in ops}
+    out = {group: 0.0 for group in [*OP_GROUPS, "other"]}
+    for event in prof.key_averages():
+        out[owner.get(event.key, "other")] += event.self_cpu_time_total / 1000.0 / batch_size
+    return out
+
+
+def print_breakdown(args: argparse.Namespace, checkpoints: dict[str, Path], names: list[str]) -> dict[str, dict[str, float]]:
+    from pet.checkpoint import load_checkpoint, model_from_checkpoint
+
+    big = max(args.batch_sizes)
+    rows = {n: time_breakdown(model_from_checkpoint(load_checkpoint(checkpoints[n])).eval(), big, args.threads) for n in names}
+    groups = list(next(iter(rows.values())))
+    print(f"\nDecoding time by op group, ms/sentence at batch {big} (profiled, fixed length 25, beam 5); "
+          f"x = {names[0]} / model")
+    print(f"{'group':<34}" + "".join(f"{n:>22}" for n in names))
+    for g in [*groups, "total"]:
+        vals = [sum(r.values()) if g == "total" else r[g] for r in rows.values()]
+        cells = [f"{v:>22.2f}" if i == 0 else f"{v:>12.2f} (x{vals[0] / max(v, 1e-9):.2f})" for i, v in enumerate(vals)]
+        print(f"{g:<34}" + "".join(f"{c:>22}" for c in cells))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "srp_iwslt")
@@ -174,6 +218,8 @@ def main() -> None:
     ap.add_argument("--eval-sentences", type=int, default=0, help="0 = the whole test set (6,750)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--latency-repeats", type=int, default=5)
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                    help="skip the profiled op-group breakdown of decoding time (unpruned vs SRP two-stage)")
     ap.add_argument("--no-continued-baseline", action="store_true", help="skip training the unpruned model 2P+F more epochs")
     ap.add_argument("--tracking", default="none", choices=["none", "mlflow"])
     ap.add_argument("--smoke", action="store_true",
@@ -244,7 +290,11 @@ def main() -> None:
             if r and r["flop_ideal_speedup"] > 1.01:
                 checks[f"{m}@{rate} batch-{big} speedup >= 0.9 of FLOP-ideal"] = r[f"speedup_vs_ideal_b{big}"] >= 0.9
 
+    breakdown_models = ["unpruned", *[f"srp_two_stage@{rate}" for rate in args.rates if f"srp_two_stage@{rate}" in finals]]
+    breakdown = print_breakdown(args, finals, breakdown_models) if args.breakdown else {}
+
     results = {
+        "breakdown_ms_per_sentence": breakdown,
         "setup": {"data": "IWSLT'14 de-en, 26.9k-pair training subset", "model": "transformer_small", **{
             k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}},
         "rows": rows, "checks": checks, "wall_s": time.perf_counter() - started,
