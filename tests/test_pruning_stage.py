@@ -43,8 +43,9 @@ def test_two_stage_prunes_only_what_each_stage_owns(demo_root, pretrained, tmp_p
     assert shape(s1.spec)["heads_ffn"] == shape(base.spec)["heads_ffn"]
     assert abs(r1.metrics["achieved_rate"] / r1.metrics["requested_rate"] - 1) < 0.01
 
-    r2 = run_stage(compose_cfg(demo_root, *common, "pruning=two_stage_2", "shrink=geometric",
-                               f"init_from={r1.checkpoint}", f"paths.run_dir={tmp_path}/s2"))
+    # Stage 2 scores by |dL/dc| (stage 1 used the default -dL/dc): both criteria run through the stage.
+    common_2 = [*common, "pruning=two_stage_2", "shrink=geometric", "pruning.importance=gradient_magnitude"]
+    r2 = run_stage(compose_cfg(demo_root, *common_2, f"init_from={r1.checkpoint}", f"paths.run_dir={tmp_path}/s2"))
     ckpt = load_checkpoint(r2.checkpoint)
     s2 = model_from_checkpoint(ckpt)
     assert shape(s2.spec)["emb"] == shape(s1.spec)["emb"]
@@ -68,8 +69,7 @@ def test_two_stage_prunes_only_what_each_stage_owns(demo_root, pretrained, tmp_p
 
     # A finished prune is a no-op.
     mtime = (tmp_path / "s2" / "checkpoint_pruned.pt").stat().st_mtime
-    again = run_stage(compose_cfg(demo_root, *common, "pruning=two_stage_2", "shrink=geometric",
-                                  f"init_from={r1.checkpoint}", f"paths.run_dir={tmp_path}/s2"))
+    again = run_stage(compose_cfg(demo_root, *common_2, f"init_from={r1.checkpoint}", f"paths.run_dir={tmp_path}/s2"))
     assert again.checkpoint == r2.checkpoint
     assert (tmp_path / "s2" / "checkpoint_pruned.pt").stat().st_mtime == mtime
 

@@ -215,7 +215,8 @@ class PruningConfig:
     period_updates: int = 0
     # connectivity-parameter LayerNorm: weighted | unweighted
     layernorm: str = "weighted"
-    # importance: gradient (-dL/dc, NLL, eval mode) | random (seeded ablation)
+    # importance: gradient (-dL/dc, NLL, eval mode) | gradient_magnitude (|dL/dc|)
+    # | random (seeded ablation)
     importance: str = "gradient"
     importance_batches: int = 32  # training batches sampled for -dL/dc
     importance_seed: int = 1

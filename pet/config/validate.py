@@ -26,7 +26,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "shrink.unit": ("step", "epoch"),
     "pruning.targets": ("emb", "heads_ffn", "all"),
     "pruning.layernorm": ("weighted", "unweighted"),
-    "pruning.importance": ("gradient", "random"),
+    "pruning.importance": ("gradient", "gradient_magnitude", "random"),
     "distill.mode": ("warmup", "kd", "none"),
     "generation.split": ("train", "valid", "test"),
 }

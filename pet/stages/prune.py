@@ -120,7 +120,7 @@ def _verify_batches(cfg: DictConfig, valid: Any) -> list:
 def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     """Importance, rate and selection for this run: the ``pruning_state`` saved with every checkpoint."""
     from pet.pruning.gates import check_prunable, dim_ownership, gate_groups, groups_for, meta_model
-    from pet.pruning.importance import gradient_importance, random_importance
+    from pet.pruning.importance import gradient_importance, gradient_magnitude_importance, random_importance
     from pet.pruning.rate import chain_target, parameter_count, plan
     from pet.pruning.selection import select, selection_summary
 
@@ -138,7 +138,8 @@ def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any
         scores = random_importance(groups, p.importance_seed)
     else:
         batches = _importance_batches(cfg, data.split("train"))
-        scores = gradient_importance(gated, groups, batches, padding_idx=data.tgt_dict.pad)
+        score = gradient_magnitude_importance if p.importance == "gradient_magnitude" else gradient_importance
+        scores = score(gated, groups, batches, padding_idx=data.tgt_dict.pad)
     selection = select(groups, scores, prune_plan)
     kept = {g.name: g.size - len(selection.get(g.name, [])) for g in groups}
     predicted = parameter_count(own, kept)

@@ -1,0 +1,129 @@
+"""Is the importance score informative? One-shot removal with no retraining.
+
+SRP ranks units by −∂L/∂c (DESIGN.md §2). This benchmark asks the question
+under every SRP result: at a given compression rate, how much validation NLL
+does a trained model lose when the units a criterion picks are switched off
+at once (c = 0, no shrinking, no training)? A criterion that knows which
+units matter loses less than random scores do. Criteria compared:
+
+    gradient             −∂L/∂c (the default, pruning.importance=gradient)
+    gradient_magnitude   |∂L/∂c|  (pruning.importance=gradient_magnitude)
+    random               seeded uniform scores (two seeds)
+
+Selection is pet's own (per stream for c_emb, equal count per head for
+c_qk/c_vo, one global FFN threshold), with the same rate solver as
+``stage=prune pruning=single_stage``. Optionally, ``--per-kind`` repeats the
+gradient criterion for one unit kind at a time (random for the others), to
+show which kind a criterion gets wrong.
+
+    python benchmarks/srp_importance.py --checkpoint outputs/bench/core_iwslt_s2/pet/checkpoint_last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    import pet.cli  # noqa: F401  registers the structured schema
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=["tracking=none", *overrides])
+
+
+@torch.no_grad()
+def mean_nll(model, batches, pad: int) -> float:
+    total, tokens = 0.0, 0
+    for b in batches:
+        lprobs = F.log_softmax(model(b.src_tokens, b.prev_output_tokens)[0].float(), dim=-1)
+        total += F.nll_loss(lprobs.view(-1, lprobs.size(-1)), b.target.reshape(-1), ignore_index=pad, reduction="sum").item()
+        tokens += int(b.target.ne(pad).sum())
+    return total / tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True, help="a trained plain model (e.g. the core benchmark's)")
+    ap.add_argument("--data", default="iwslt14_shared", help="the data config the checkpoint was trained on")
+    ap.add_argument("--data-root", type=Path, default=REPO / "outputs" / "data")
+    ap.add_argument("--rates", type=float, nargs="+", default=[0.75, 0.5, 0.25])
+    ap.add_argument("--importance-batches", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=4096)
+    ap.add_argument("--valid-batches", type=int, default=0, help="0 = the whole validation set")
+    ap.add_argument("--per-kind", action="store_true", help="also: gradient for one unit kind, random for the rest")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    from pet.checkpoint import load_checkpoint, model_from_checkpoint
+    from pet.data.batching import TokenBatchSampler, eval_batches
+    from pet.pruning.gates import dim_ownership, gate_buffer, groups_for, to_gated
+    from pet.pruning.importance import gradient_importance, random_importance
+    from pet.pruning.rate import parameter_count, plan
+    from pet.pruning.selection import select
+    from pet.stages.common import check_same_vocab, load_data
+
+    torch.set_num_threads(args.threads)
+    if not args.checkpoint.is_file():
+        raise SystemExit(f"{args.checkpoint}: no such checkpoint (train one with benchmarks/core_iwslt.py)")
+    cfg = compose([f"data={args.data}", f"paths.data_root={args.data_root}"])
+    data = load_data(cfg)
+    ckpt = load_checkpoint(args.checkpoint)
+    check_same_vocab(ckpt, data, str(args.checkpoint))
+    base = model_from_checkpoint(ckpt).eval()
+    pad = data.tgt_dict.pad
+
+    train, valid = data.split("train"), data.split("valid")
+    sampler = TokenBatchSampler(train.src_sizes, train.tgt_sizes, max_tokens=args.max_tokens, seed=1)
+    importance_batches = [train.collate(b) for b in sampler.batches_for_epoch(1)[: args.importance_batches]]
+    valid_batches = [valid.collate(b) for b in eval_batches(valid.src_sizes, valid.tgt_sizes, args.max_tokens)]
+    if args.valid_batches:
+        valid_batches = valid_batches[: args.valid_batches]
+
+    base_nll = mean_nll(base, valid_batches, pad)
+    print(f"{args.checkpoint}: {base.num_parameters():,} parameters, valid NLL {base_nll:.4f} "
+          f"({sum(int(b.target.ne(pad).sum()) for b in valid_batches):,} target tokens)", flush=True)
+
+    gated = to_gated(base).eval()
+    groups = groups_for(gated, "all")
+    own = dim_ownership(gated)
+    started = time.perf_counter()
+    signed = gradient_importance(gated, groups, importance_batches, padding_idx=pad)
+    print(f"importance over {len(importance_batches)} batches: {time.perf_counter() - started:.0f}s", flush=True)
+    random1, random2 = random_importance(groups, 1), random_importance(groups, 2)
+    criteria = {
+        "gradient": signed,
+        "gradient_magnitude": {k: v.abs() for k, v in signed.items()},
+        "random (seed 1)": random1,
+        "random (seed 2)": random2,
+    }
+    if args.per_kind:
+        for kind in sorted({g.kind for g in groups}):
+            criteria[f"gradient for {kind} only"] = {g.name: signed[g.name] if g.kind == kind else random1[g.name] for g in groups}
+
+    def nll_after_removal(scores, rate: float) -> float:
+        selection = select(groups, scores, plan(own, groups, rate * parameter_count(own, {})))
+        model = to_gated(base).eval()
+        with torch.no_grad():
+            for name, idx in selection.items():
+                if idx:
+                    gate_buffer(model, name)[torch.tensor(idx)] = 0.0
+        return mean_nll(model, valid_batches, pad)
+
+    print(f"\nvalid NLL right after one-shot removal (unpruned {base_nll:.3f}); lower is better")
+    print(f"{'criterion':28s}" + "".join(f"{'rate ' + str(r):>12s}" for r in args.rates))
+    for name, scores in criteria.items():
+        row = [nll_after_removal(scores, rate) for rate in args.rates]
+        print(f"{name:28s}" + "".join(f"{v:12.3f}" for v in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
