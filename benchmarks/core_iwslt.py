@@ -82,7 +82,7 @@ def bench_pet(out: Path, minutes: float, threads: int, max_sentences_eval: int) 
     run_dir = out / "pet"
     common = pet_common(out, threads)
     h = HPARAMS
-    train_log = run(
+    run(
         pet
         + ["stage=pretrain", f"paths.run_dir={run_dir}", "trainer.reset=true"]
         + common

@@ -39,25 +39,11 @@ from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
-from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
+from stage_runner import REPO, compose, run_pet_stage, stage_threads  # benchmarks/ is on sys.path when run as a script
 
 SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
 
 PUBLISHED = {"params_change_pct": -81.20, "speedup_pct": 45.15, "bleu_change": -0.27}
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import pet.cli  # noqa: F401  registers the structured schema
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    from pet.config.validate import validate
-
-    validate(cfg)
-    return cfg
 
 
 class Bench:
@@ -88,9 +74,9 @@ class Bench:
         """One pet stage in its own process (benchmarks/stage_runner.py), as a StageResult."""
         from pet.stages.common import StageResult
 
-        threads = 1 if self.args.jobs > 1 else self.args.threads
         res = run_pet_stage(name, self.out / "runs" / name,
-                            [*self.common, *overrides, f"run_name={name}", f"tracking.run_name={name}"], threads)
+                            [*self.common, *overrides, f"run_name={name}", f"tracking.run_name={name}"],
+                            stage_threads(self.args.jobs, self.args.threads))
         if "wall_s" in res:
             self.timings[name] = res["wall_s"]
         return StageResult(**{k: v for k, v in res.items() if k in StageResult.__dataclass_fields__})

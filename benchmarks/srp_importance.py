@@ -26,27 +26,19 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    import pet.cli  # noqa: F401  registers the structured schema
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=["tracking=none", *overrides])
+from stage_runner import REPO, compose  # benchmarks/ is on sys.path when run as a script
 
 
-@torch.no_grad()
 def mean_nll(model, batches, pad: int) -> float:
+    """Teacher-forced NLL per non-pad target token (pet.pruning.removal's log-probs)."""
+    from pet.pruning.removal import teacher_forced_lprobs
+
     total, tokens = 0.0, 0
     for b in batches:
-        lprobs = F.log_softmax(model(b.src_tokens, b.prev_output_tokens)[0].float(), dim=-1)
-        total += F.nll_loss(lprobs.view(-1, lprobs.size(-1)), b.target.reshape(-1), ignore_index=pad, reduction="sum").item()
-        tokens += int(b.target.ne(pad).sum())
+        target = b.target[b.target.ne(pad)]
+        total -= teacher_forced_lprobs(model, b, pad).gather(1, target[:, None]).sum().item()
+        tokens += target.numel()
     return total / tokens
 
 
@@ -64,17 +56,20 @@ def main() -> None:
     args = ap.parse_args()
 
     from pet.checkpoint import load_checkpoint, model_from_checkpoint
-    from pet.data.batching import TokenBatchSampler, eval_batches
-    from pet.pruning.gates import dim_ownership, gate_buffer, groups_for, to_gated
+    from pet.data.batching import eval_batches
+    from pet.pruning.gates import dim_ownership, groups_for, set_gates, to_gated
     from pet.pruning.importance import gradient_importance, random_importance
     from pet.pruning.rate import parameter_count, plan
     from pet.pruning.selection import select
     from pet.stages.common import check_same_vocab, load_data
+    from pet.stages.prune import importance_batches as sample_importance_batches
 
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint (train one with benchmarks/core_iwslt.py)")
-    cfg = compose([f"data={args.data}", f"paths.data_root={args.data_root}"])
+    # The same sample of training batches stage=prune scores on (pruning.importance_seed).
+    cfg = compose(["tracking=none", f"data={args.data}", f"paths.data_root={args.data_root}",
+                   f"trainer.max_tokens={args.max_tokens}", f"pruning.importance_batches={args.importance_batches}"])
     data = load_data(cfg)
     ckpt = load_checkpoint(args.checkpoint)
     check_same_vocab(ckpt, data, str(args.checkpoint))
@@ -82,8 +77,7 @@ def main() -> None:
     pad = data.tgt_dict.pad
 
     train, valid = data.split("train"), data.split("valid")
-    sampler = TokenBatchSampler(train.src_sizes, train.tgt_sizes, max_tokens=args.max_tokens, seed=1)
-    importance_batches = [train.collate(b) for b in sampler.batches_for_epoch(1)[: args.importance_batches]]
+    importance_batches = sample_importance_batches(cfg, train)
     valid_batches = [valid.collate(b) for b in eval_batches(valid.src_sizes, valid.tgt_sizes, args.max_tokens)]
     if args.valid_batches:
         valid_batches = valid_batches[: args.valid_batches]
@@ -112,10 +106,7 @@ def main() -> None:
     def nll_after_removal(scores, rate: float) -> float:
         selection = select(groups, scores, plan(own, groups, rate * parameter_count(own, {})))
         model = to_gated(base).eval()
-        with torch.no_grad():
-            for name, idx in selection.items():
-                if idx:
-                    gate_buffer(model, name)[torch.tensor(idx)] = 0.0
+        set_gates(model, selection, 0.0)
         return mean_nll(model, valid_batches, pad)
 
     print(f"\nvalid NLL right after one-shot removal (unpruned {base_nll:.3f}); lower is better")

@@ -48,7 +48,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
+from stage_runner import REPO, run_pet_stage, stage_threads  # benchmarks/ is on sys.path when run as a script
 
 SHARED_BPE = REPO.parent / "shared" / "data" / "iwslt14" / "bpe"
 
@@ -60,11 +60,6 @@ def continue_overrides(args: argparse.Namespace) -> list[str]:
 METHODS = ("srp_two_stage", "srp_single_stage", "oneshot", "random")
 
 
-def stage_threads(args: argparse.Namespace) -> int:
-    """Threads of one training/evaluation process: all of them, or one each when N run at once."""
-    return 1 if args.jobs > 1 else args.threads
-
-
 def run_stage(args: argparse.Namespace, name: str, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     """One pet stage in its own process (benchmarks/stage_runner.py); skipped when done."""
     common = [
@@ -72,7 +67,7 @@ def run_stage(args: argparse.Namespace, name: str, run_dir: Path, overrides: lis
         f"tracking={args.tracking}", "trainer.progress_bar=none",
         f"paths.output_root={args.out / 'outputs'}", f"trainer.device={args.device}",
     ]
-    return run_pet_stage(name, run_dir, [*common, *overrides], stage_threads(args))
+    return run_pet_stage(name, run_dir, [*common, *overrides], stage_threads(args.jobs, args.threads))
 
 
 def budget(args: argparse.Namespace, epochs: int, updates: int = 0) -> list[str]:

@@ -18,37 +18,31 @@ interleaved rounds) at each batch size.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from srp_iwslt import time_breakdown  # noqa: E402  (benchmarks/ helper)
-from srp_importance import compose  # noqa: E402
+from srp_iwslt import time_breakdown  # benchmarks/ is on sys.path when run as a script
+from stage_runner import compose
 
 
 def pruned_pair(model_name: str, rate: float, src_vocab: int, tgt_vocab: int, seed: int):
     """(unpruned, physically pruned) models of ``model_name``, random weights and random selection."""
     from pet.models.spec import spec_from_config
     from pet.models.transformer import TransformerModel
-    from pet.pruning.gates import dim_ownership, gate_buffer, groups_for, to_gated
+    from pet.pruning.gates import dim_ownership, groups_for, set_gates, to_gated
     from pet.pruning.importance import random_importance
     from pet.pruning.rate import parameter_count, plan
     from pet.pruning.removal import remove_pruned
     from pet.pruning.selection import select
 
-    cfg = compose([f"model={model_name}"])
+    cfg = compose(["tracking=none", f"model={model_name}"])
     torch.manual_seed(seed)
     plain = TransformerModel(spec_from_config(cfg.model, src_vocab, tgt_vocab)).eval()
     gated = to_gated(plain).eval()
     groups = groups_for(gated, "all")
     own = dim_ownership(gated)
     selection = select(groups, random_importance(groups, seed), plan(own, groups, rate * parameter_count(own, {})))
-    with torch.no_grad():
-        for name, idx in selection.items():
-            if idx:
-                gate_buffer(gated, name)[torch.tensor(idx)] = 0.0
+    set_gates(gated, selection, 0.0)
     return plain, remove_pruned(gated).eval()
 
 

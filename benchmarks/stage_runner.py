@@ -1,4 +1,5 @@
-"""Run pet stages for the benchmarks: one ``python -m pet`` process per stage.
+"""Run pet stages for the benchmarks: one ``python -m pet`` process per stage
+(and, for the work a benchmark does in its own process, the same config).
 
 A stage in its own process is exactly what a user types, keeps its thread
 count to itself (so two 1-thread stages can share 2 cores; on small CPUs that
@@ -41,3 +42,22 @@ def run_pet_stage(name: str, run_dir: Path, overrides: list[str], threads: int) 
         sys.exit(f"{name} failed ({proc.returncode}) after {seconds:.0f}s; see {run_dir / 'stage.log'}\n{tail}")
     print(f"[done] {name} in {seconds:.0f}s", flush=True)
     return {**json.loads(result.read_text()), "wall_s": seconds}
+
+
+def stage_threads(jobs: int, threads: int) -> int:
+    """Threads of one training/evaluation process: all of them, or one each when ``jobs`` run at once."""
+    return 1 if jobs > 1 else threads
+
+
+def compose(overrides: list[str]):
+    """The validated config ``python -m pet <overrides>`` would run with, for in-process benchmark work."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    import pet.cli  # noqa: F401  registers the structured schema
+    from pet.config.validate import validate
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides)
+    validate(cfg)
+    return cfg

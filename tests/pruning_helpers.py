@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 
 from pet.models.transformer import TransformerModel
-from pet.pruning.gates import dim_ownership, gate_buffer, groups_for, to_gated
+from pet.pruning.gates import dim_ownership, groups_for, set_gates, to_gated
 from pet.pruning.rate import parameter_count, plan
 from pet.pruning.selection import Selection, select
 from tests.conftest import small_model
@@ -26,11 +26,8 @@ def random_selection(model: TransformerModel, targets: str = "all", keep: float 
     return select(groups, scores, plan(own, groups, target))
 
 
-@torch.no_grad()
 def zero_selected(model: TransformerModel, selection: Selection) -> None:
-    for name, idx in selection.items():
-        if idx:
-            gate_buffer(model, name)[torch.tensor(idx)] = 0.0
+    set_gates(model, selection, 0.0)
 
 
 def gated_small(layernorm: str = "weighted", seed: int = 0, **overrides) -> tuple[TransformerModel, TransformerModel]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -150,6 +150,16 @@ def groups_for(model: TransformerModel, targets: str) -> list[GateGroup]:
 def gate_buffer(model: TransformerModel, group: GateGroup | str) -> Tensor:
     name = group.name if isinstance(group, GateGroup) else group
     return model.get_buffer(name)
+
+
+@torch.no_grad()
+def set_gates(model: TransformerModel, selection: Mapping[str, Sequence[int] | Tensor], value: float) -> None:
+    """c = ``value`` for every selected unit: the one place a selection touches the
+    connectivity parameters (shrinking steps, one-shot removal, its ablations)."""
+    for name, idx in selection.items():
+        if len(idx):
+            c = gate_buffer(model, name)
+            c[torch.as_tensor(idx, dtype=torch.long, device=c.device)] = value
 
 
 # ------------------------------------------------------------- ownership map

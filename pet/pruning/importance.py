@@ -85,6 +85,10 @@ def gradient_magnitude_importance(
     return {name: s.abs() for name, s in gradient_importance(model, groups, batches, padding_idx).items()}
 
 
+# pruning.importance -> scorer, for the criteria that need a backward pass.
+GRADIENT_SCORES = {"gradient": gradient_importance, "gradient_magnitude": gradient_magnitude_importance}
+
+
 def random_importance(groups: Sequence[GateGroup], seed: int) -> dict[str, Tensor]:
     """Seeded uniform scores: the ablation that shows what importance buys."""
     gen = torch.Generator().manual_seed(seed)

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from pet.models.transformer import TransformerModel
-from pet.pruning.gates import GateGroup, dim_ownership, gate_buffer
+from pet.pruning.gates import GateGroup, dim_ownership, set_gates
 from pet.training.trainer import TrainHook
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,8 @@ class ShrinkHook(TrainHook):
     def current_value(self) -> float:
         return self.schedule.value(self.done)
 
-    @torch.no_grad()
     def apply(self, value: Optional[float] = None) -> None:
-        v = self.current_value() if value is None else value
-        for name, idx in self.selection.items():
-            c = gate_buffer(self.model, name)
-            c[idx.to(c.device)] = v
+        set_gates(self.model, self.selection, self.current_value() if value is None else value)
 
     def finish(self) -> bool:
         """Set every selected c to exactly 0; False if the period was cut short."""

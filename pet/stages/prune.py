@@ -95,7 +95,8 @@ def _check_chain(cfg: DictConfig, history: list[dict[str, Any]]) -> None:
         )
 
 
-def _importance_batches(cfg: DictConfig, train: Any) -> list:
+def importance_batches(cfg: DictConfig, train: Any) -> list:
+    """The seeded sample of training batches -dL/dc is taken over (benchmarks reuse it)."""
     from pet.data.batching import TokenBatchSampler
 
     sampler = TokenBatchSampler(
@@ -120,7 +121,7 @@ def _verify_batches(cfg: DictConfig, valid: Any) -> list:
 def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     """Importance, rate and selection for this run: the ``pruning_state`` saved with every checkpoint."""
     from pet.pruning.gates import check_prunable, dim_ownership, gate_groups, groups_for, meta_model
-    from pet.pruning.importance import gradient_importance, gradient_magnitude_importance, random_importance
+    from pet.pruning.importance import GRADIENT_SCORES, random_importance
     from pet.pruning.rate import chain_target, parameter_count, plan
     from pet.pruning.selection import select, selection_summary
 
@@ -137,9 +138,8 @@ def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any
     if p.importance == "random":
         scores = random_importance(groups, p.importance_seed)
     else:
-        batches = _importance_batches(cfg, data.split("train"))
-        score = gradient_magnitude_importance if p.importance == "gradient_magnitude" else gradient_importance
-        scores = score(gated, groups, batches, padding_idx=data.tgt_dict.pad)
+        batches = importance_batches(cfg, data.split("train"))
+        scores = GRADIENT_SCORES[p.importance](gated, groups, batches, padding_idx=data.tgt_dict.pad)
     selection = select(groups, scores, prune_plan)
     kept = {g.name: g.size - len(selection.get(g.name, [])) for g in groups}
     predicted = parameter_count(own, kept)
