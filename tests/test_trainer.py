@@ -97,3 +97,26 @@ def test_validate_bleu_each_epoch_is_logged(demo_root, tmp_path):
     trainer.tracker = Recorder()
     trainer.fit()
     assert 0.0 <= logged["valid_bleu"] <= 100.0
+
+
+def test_epoch_checkpoints_keep_the_last_and_the_best(demo_root, tmp_path):
+    from pet.training.trainer import best_checkpoints, epoch_checkpoints
+
+    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=4", "trainer.keep_last_epochs=2",
+                      "trainer.keep_best_checkpoints=2", f"paths.run_dir={tmp_path}")
+    losses = []
+
+    class Recorder:
+        run_id = None
+
+        def log_metrics(self, metrics, step=None):
+            if "valid_loss" in metrics:
+                losses.append(metrics["valid_loss"])
+
+    trainer = make_trainer(cfg)
+    trainer.tracker = Recorder()
+    trainer.fit()
+    assert [n for _, n in epoch_checkpoints(tmp_path)] == [3, 4]
+    assert load_checkpoint(tmp_path / "checkpoint4.pt")["trainer"]["epoch"] == 5
+    kept = [loss for _, loss in best_checkpoints(tmp_path)]
+    assert kept == [round(v, 4) for v in sorted(losses)[:2]]

@@ -115,6 +115,12 @@ class TrainerConfig:
     patience: int = 0  # epochs without valid-loss improvement; 0 = off
     validate_bleu: bool = False
     save_interval_updates: int = 0  # also checkpoint every n updates; 0 = per epoch only
+    # Keep checkpoint<epoch>.pt of the last n completed epochs (fairseq's
+    # --keep-last-epochs), the inputs of checkpoint averaging; 0 = none.
+    keep_last_epochs: int = 0
+    # Keep the n best epoch-end checkpoints as checkpoint.best_<metric>_<value>.pt
+    # (fairseq's --keep-best-checkpoints), for averaging the n best; 0 = none.
+    keep_best_checkpoints: int = 0
     log_interval: int = 50
     seed: int = 1
     # auto | cpu | cuda

@@ -60,6 +60,30 @@ class TrainHook:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+BEST_PREFIX = "checkpoint.best_loss_"
+
+
+def epoch_checkpoints(run_dir: Path) -> list[tuple[Path, int]]:
+    """(path, epoch) of every checkpoint<epoch>.pt in ``run_dir``, oldest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint[0-9]*.pt"):
+        suffix = path.stem[len("checkpoint"):]
+        if suffix.isdigit():
+            found.append((path, int(suffix)))
+    return sorted(found, key=lambda item: item[1])
+
+
+def best_checkpoints(run_dir: Path) -> list[tuple[Path, float]]:
+    """(path, validation loss) of every checkpoint.best_loss_<value>.pt, best first."""
+    found = []
+    for path in Path(run_dir).glob(f"{BEST_PREFIX}*.pt"):
+        try:
+            found.append((path, float(path.stem[len(BEST_PREFIX):])))
+        except ValueError:
+            continue
+    return sorted(found, key=lambda item: item[1])
+
+
 class StopTraining(Exception):
     """Raised by a hook (or a signal handler) to stop after a checkpoint."""
 
@@ -446,6 +470,28 @@ class Trainer:
         if improved:
             self.save("checkpoint_best.pt")
         self.save("checkpoint_last.pt")
+        if complete:
+            self._keep_epoch_checkpoints(s.epoch - 1, s.last_valid_loss)
+
+    def _keep_epoch_checkpoints(self, epoch: int, valid_loss: float) -> None:
+        """checkpoint<epoch>.pt of the last ``keep_last_epochs`` epochs and
+        checkpoint.best_loss_<value>.pt of the ``keep_best_checkpoints`` best:
+        what checkpoint averaging reads (fairseq's file names)."""
+        t = self.tcfg
+        if not self.is_main:
+            return
+        if t.keep_last_epochs > 0:
+            self.save(f"checkpoint{epoch}.pt")
+            for path, n in epoch_checkpoints(self.run_dir):
+                if n <= epoch - t.keep_last_epochs:
+                    path.unlink(missing_ok=True)
+        if t.keep_best_checkpoints > 0:
+            best = best_checkpoints(self.run_dir)
+            worst_kept = best[t.keep_best_checkpoints - 1][1] if len(best) >= t.keep_best_checkpoints else math.inf
+            if valid_loss < worst_kept:
+                self.save(f"{BEST_PREFIX}{valid_loss:.4f}.pt")
+                for path, _ in best_checkpoints(self.run_dir)[t.keep_best_checkpoints :]:
+                    path.unlink(missing_ok=True)
 
     def _finish(self, reason: str) -> None:
         self.state.finished, self.state.stop_reason = True, reason
