@@ -38,6 +38,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_rank(seed: int) -> None:
+    """Seed this process for training: ``seed + rank``, so that the ranks of a
+    distributed job draw different dropout masks (weights are seeded alike
+    before, with :func:`seed_everything`, and DDP broadcasts rank 0's anyway)."""
+    seed_everything(seed + process_rank())
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -36,7 +36,8 @@ def test_schedule_reaches_exactly_zero_at_the_end_of_the_period(kind, unit):
     hook.on_fit_start(trainer)
     total = epochs * math.ceil(per_epoch / update_freq) if unit == "step" else epochs
     assert hook.schedule.total == total
-    assert torch.all(selected_values(model, selection) == 1)
+    first = 1.0 if unit == "step" else hook.schedule.value(1)  # per epoch: epoch 1 trains at value(1)
+    assert torch.all(selected_values(model, selection) == first)
     seen = []
     for epoch in range(epochs):
         for _ in range(math.ceil(per_epoch / update_freq)):
@@ -49,9 +50,32 @@ def test_schedule_reaches_exactly_zero_at_the_end_of_the_period(kind, unit):
     assert torch.all(values == 0.0), "c must be exactly 0 at the end of the period"
     assert torch.all(unselected_values(model, selection) == 1.0)
     assert all(a >= b for a, b in zip(seen, seen[1:])), "c never grows"
-    # Exactly 0 only at the very end: after the last update (unit=step) or the last epoch.
-    assert sum(v == 0.0 for v in seen) == (2 if unit == "step" else 1)
+    # Exactly 0 only at the very end: after the last update (unit=step), or
+    # from the start of the last epoch (unit=epoch: its updates train at 0).
+    steps = math.ceil(per_epoch / update_freq)
+    assert sum(v == 0.0 for v in seen) == (2 if unit == "step" else steps + 2)
     assert hook.complete
+
+
+@pytest.mark.parametrize("kind", ["arithmetic", "geometric"])
+def test_per_epoch_shrinking_trains_epoch_e_at_its_value(kind):
+    """Epoch e of P trains at value(e): the last epoch at the final level, and
+    a one-epoch period is not one epoch at c = 1 (one-shot pruning)."""
+    for epochs in (1, 3):
+        _, model = gated_small()
+        selection = random_selection(model)
+        hook = ShrinkHook(model, gate_groups(model), selection, kind, "epoch", epochs, final_value=1e-5)
+        trainer = FakeTrainer(model, batches_per_epoch=4)
+        hook.on_fit_start(trainer)
+        during = []
+        for _ in range(epochs):
+            hook.after_backward(trainer)
+            hook.after_update(trainer)
+            during.append(float(selected_values(model, selection)[0]))
+            hook.on_epoch_end(trainer)
+        expected = [hook.schedule.value(e) for e in range(1, epochs + 1)]
+        assert during == pytest.approx(expected)
+        assert during[-1] == 0.0 and (epochs == 1 or during[0] < 1.0)
 
 
 def test_schedule_values():

@@ -97,8 +97,15 @@ class OptimConfig:
     warmup_init_lr: float = 1e-7
     clip_norm: float = 0.0
     label_smoothing: float = 0.1
-    # scheduler: inverse_sqrt | constant
+    # scheduler: inverse_sqrt | constant (training from scratch)
     scheduler: str = "inverse_sqrt"
+    # Stages that continue a trained model with a fresh optimizer (prune,
+    # finetune): constant = linear warm-up over continue_warmup_updates to
+    # continue_lr, then constant; pretrain = the from-scratch schedule above.
+    continue_scheduler: str = "constant"
+    # null: the rate the input checkpoint's training had reached at its end
+    continue_lr: Optional[float] = None
+    continue_warmup_updates: int = 100
 
 
 @dataclass
@@ -122,6 +129,8 @@ class TrainerConfig:
     # (fairseq's --keep-best-checkpoints), for averaging the n best; 0 = none.
     keep_best_checkpoints: int = 0
     log_interval: int = 50
+    # Also log at least this often (seconds), so a slow run is never silent.
+    log_seconds: float = 60.0
     seed: int = 1
     # auto | cpu | cuda
     device: str = "auto"
@@ -181,6 +190,10 @@ class StageConfig:
     # For stage=pipeline: the steps, each a list of overrides on top of this
     # job's own; each step runs in <run_dir>/<step name>.
     steps: list[PipelineStep] = field(default_factory=list)
+    # Overrides every step starts from (this job's own command line and the
+    # step's overrides win): a pipeline's shared settings, kept out of the
+    # global config so that they change nothing outside the pipeline.
+    step_defaults: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -227,6 +240,9 @@ class PruningConfig:
     importance_batches: int = 32  # training batches sampled for -dL/dc
     importance_seed: int = 1
     kd_alpha: float = 0.5  # weight of T^2*KL(teacher || student); CE gets 1-alpha
+    # KD teacher: origin (the unpruned model the chain started from, the
+    # method's) | previous (this run's input: the last iteration's or stage's result)
+    kd_teacher: str = "origin"
     kd_temperature: float = 2.0
     # Removal must preserve teacher-forced log-probs within this, computed in
     # float64 (checked on verify_batches validation batches; the run fails otherwise).

@@ -19,6 +19,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "stage.name": STAGES,
     "data.kind": ("iwslt14", "parallel_text", "preprocessed", "demo"),
     "optim.scheduler": ("inverse_sqrt", "constant"),
+    "optim.continue_scheduler": ("constant", "pretrain"),
     "trainer.device": ("auto", "cpu", "cuda"),
     "trainer.progress_bar": ("auto", "tqdm", "none"),
     "tracking.backend": ("mlflow", "none"),
@@ -27,6 +28,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "pruning.targets": ("emb", "heads_ffn", "all"),
     "pruning.layernorm": ("weighted", "unweighted"),
     "pruning.importance": ("gradient", "gradient_magnitude", "random"),
+    "pruning.kd_teacher": ("origin", "previous"),
     "distill.mode": ("warmup", "kd", "none"),
     "generation.split": ("train", "valid", "test"),
 }
@@ -45,6 +47,8 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "optim.lr": (0.0, None, False, True),
     "optim.label_smoothing": (0.0, 1.0, True, False),
     "optim.warmup_updates": (0, None, True, True),
+    "optim.continue_warmup_updates": (0, None, True, True),
+    "optim.continue_lr": (0.0, None, False, True),
     "trainer.max_tokens": (1, None, True, True),
     "trainer.update_freq": (1, None, True, True),
     "trainer.batch_size_multiple": (1, None, True, True),
@@ -93,6 +97,8 @@ def validate(cfg: DictConfig) -> None:
             )
     for key, (low, high, low_inc, high_inc) in RANGES.items():
         value = _get(cfg, key)
+        if value is None:  # optional keys (null = derived)
+            continue
         too_low = low is not None and (value < low if low_inc else value <= low)
         too_high = high is not None and (value > high if high_inc else value >= high)
         if too_low or too_high:

@@ -5,8 +5,9 @@ loss = (1 − α)·label-smoothed CE + α·T²·KL(p_teacher^T ‖ p_student^T)
 summed over non-pad target tokens (the trainer divides by the update's token
 count, as for plain CE). T² keeps the soft-target gradients on the same scale
 as the hard-target ones whatever the temperature (Hinton et al.). The teacher
-is a frozen eval-mode copy of the model this prune run started from (for
-two-stage stage 2: the stage-1 result), run under ``no_grad``.
+is a frozen eval-mode copy of the unpruned model the pruning chain started
+from (``pruning.kd_teacher=origin``; ``previous``: this run's input), run
+under ``no_grad``.
 """
 
 from __future__ import annotations

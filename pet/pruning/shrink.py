@@ -19,7 +19,10 @@
   - geometric: c = final_value^(k/N) (c ← c·q with q = final_value^(1/N));
   - oneshot: c = 0 from the start (the ablation: no regularization);
 
-  and at k = N, c is set to exactly 0. With ``unit=step``, N is counted from
+  and at k = N, c is set to exactly 0. Update k+1 of a per-step period trains
+  at value(k); epoch e of a per-epoch period trains at value(e) (its value
+  applies from the epoch's start), so the last epoch trains at c = 0, the
+  level the units are removed at. With ``unit=step``, N is counted from
   the trainer's real batch sampler over the period's epochs (divided by
   ``update_freq``, per rank), never assumed.
 
@@ -119,7 +122,12 @@ class ShrinkHook(TrainHook):
         return self.schedule.type == "oneshot" or self.done >= self.schedule.total
 
     def current_value(self) -> float:
-        return self.schedule.value(self.done)
+        """c the selected units train at now. Per step, update k+1 trains at
+        value(k). Per epoch, an epoch's value applies from its start: epoch e of
+        P trains at value(e), so the last epoch trains at the final value (0),
+        and a one-epoch period is not one epoch at c = 1."""
+        ahead = 1 if self.schedule.unit == "epoch" else 0
+        return self.schedule.value(self.done + ahead)
 
     def apply(self, value: Optional[float] = None) -> None:
         set_gates(self.model, self.selection, self.current_value() if value is None else value)

@@ -32,7 +32,7 @@ from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.errors import CheckpointError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.runtime import configure_threads, seed_everything, select_device
+from pet.runtime import configure_threads, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
 from pet.stages.pretrain import resume_checkpoint
 from pet.training.trainer import Trainer
@@ -105,6 +105,7 @@ def run(cfg: DictConfig) -> StageResult:
     seed_everything(cfg.trainer.seed)
     init = init_checkpoint(cfg)
     student = build_student(cfg, data, init)
+    seed_rank(cfg.trainer.seed)
     if resume is not None and resume["spec"] != student.spec.to_dict():
         raise CheckpointError(
             f"{rd / 'checkpoint_last.pt'} holds a different model shape than this command asks for; "

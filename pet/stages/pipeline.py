@@ -103,7 +103,7 @@ def run(cfg: DictConfig) -> StageResult:
                 log.info("step %s already done (%s); skipping", step.name, step_dir / "result.json")
             else:
                 log.info("=== step %s: %s", step.name, " ".join(overrides))
-                result = run_stage(compose_step(base + overrides + extra))
+                result = run_stage(compose_step(list(cfg.stage.step_defaults) + base + overrides + extra))
             rows.append((step.name, result))
             if result.checkpoint and stage != "evaluate":
                 products[step.name] = result.checkpoint

@@ -17,8 +17,9 @@ from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.errors import CheckpointError, ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.runtime import configure_threads, is_main_process, process_rank, seed_everything, select_device
+from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
+from pet.training.schedule import continuation_schedule
 from pet.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def run(cfg: DictConfig) -> StageResult:
     # Same initial weights on every rank (DDP also broadcasts rank 0's), then
     # rank-specific dropout streams.
     model = build_initial_model(cfg, data)
-    seed_everything(cfg.trainer.seed + process_rank())
+    seed_rank(cfg.trainer.seed)
     if resume is not None and resume["spec"] != model.spec.to_dict():
         raise CheckpointError(
             f"{rd / 'checkpoint_last.pt'} holds a different model shape than this command asks for; "
@@ -65,6 +66,9 @@ def run(cfg: DictConfig) -> StageResult:
     init_ckpt = load_checkpoint(cfg.init_from) if cfg.init_from and cfg.stage.name == "finetune" else None
     history = (init_ckpt or {}).get("pruning_history")
     extra = {"config": resolved_config(cfg), **({"pruning_history": history} if history else {})}
+    # finetune continues a trained model: its own short warm-up to the rate the
+    # input's training ended at, not pretraining's warm-up from 1e-7.
+    schedule = continuation_schedule(cfg.optim, init_ckpt) if cfg.stage.name == "finetune" else None
     with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
         trainer = Trainer.for_data(
             data,
@@ -75,6 +79,7 @@ def run(cfg: DictConfig) -> StageResult:
             device=device,
             tracker=tracker,
             checkpoint_extra=lambda: extra,
+            schedule=schedule,
         )
         state = trainer.fit()
         result = StageResult(

@@ -42,8 +42,9 @@ from omegaconf import DictConfig
 
 from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pet.errors import CheckpointError, ConfigError
-from pet.runtime import configure_threads, is_main_process, seed_everything, select_device
+from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, read_result, resolved_config, run_dir, tracked_run, write_result
+from pet.training.schedule import continuation_schedule, final_lr
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,34 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
         "importance_batches": int(p.importance_batches),
         "importance_seed": int(p.importance_seed),
         "shrink": [s.type, s.unit, float(s.final_value)],
+        "kd_teacher": p.kd_teacher,
     }
+
+
+def origin_checkpoint(cfg: DictConfig, history: list[dict[str, Any]]) -> str:
+    """Path of the unpruned model the chain started from."""
+    if not history:
+        return str(Path(cfg.init_from).resolve())
+    first = history[0]
+    return str(first.get("origin_checkpoint") or Path(first["init_from"]).resolve())
+
+
+def kd_teacher(cfg: DictConfig, base, history: list[dict[str, Any]], data: Any):
+    """The model the pruning period distils from: the chain's unpruned origin
+    (the method's teacher; ``pruning.kd_teacher=origin``) or this run's input
+    (``previous``: the last iteration's or stage's result)."""
+    if cfg.pruning.kd_teacher == "previous" or not history:
+        return copy.deepcopy(base)
+    path = origin_checkpoint(cfg, history)
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"the chain's unpruned model {path} (the KD teacher with pruning.kd_teacher=origin) is gone; "
+            "restore it there, or distil from this run's input with pruning.kd_teacher=previous"
+        )
+    ckpt = load_checkpoint(path)
+    check_same_vocab(ckpt, data, path)
+    log.info("KD teacher: the chain's unpruned model %s", path)
+    return model_from_checkpoint(ckpt)
 
 
 def _check_chain(cfg: DictConfig, history: list[dict[str, Any]]) -> None:
@@ -189,6 +217,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         seed_everything(cfg.trainer.seed)
         state = _select(cfg, data, base, gated, history, device)
     gated = gated.to(device)
+    seed_rank(cfg.trainer.seed)  # each rank its own dropout stream (a resume restores the saved RNG)
     groups = [g for g in gate_groups(gated) if g.name in set(state["groups"])]
     hook = ShrinkHook(gated, groups, state["selection"], s.type, s.unit, p.pruning_period, s.final_value,
                       period_updates=p.period_updates)
@@ -202,7 +231,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         else:
             train_cfg.trainer.max_epoch = p.pruning_period
         train_cfg.trainer.patience = 0
-        teacher = copy.deepcopy(base).to(device)
+        teacher = kd_teacher(cfg, base, history, data).to(device) if p.kd_alpha > 0 else copy.deepcopy(base)
         loss = DistillationLoss(teacher, p.kd_alpha, p.kd_temperature, cfg.optim.label_smoothing, data.tgt_dict.pad)
         trainer = Trainer.for_data(
             data,
@@ -215,8 +244,12 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
             loss_fn=loss,
             hooks=[hook],
             checkpoint_extra=lambda: {"config": resolved_config(cfg), "pruning_state": state},
+            schedule=continuation_schedule(cfg.optim, init),
         )
         trainer.fit()
+        last_lr = trainer.state.last_lr
+    else:
+        last_lr = final_lr(init)
     if not hook.finish():
         log.warning(
             "the pruning period stopped after %d of %d %ss (trainer.max_update/max_time_minutes); "
@@ -256,6 +289,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         "removal_max_logprob_diff": diff,
         "removal_max_logprob_diff_fp32": diff_fp32,
         "init_from": str(cfg.init_from),
+        "origin_checkpoint": origin_checkpoint(cfg, history),
     }
     if not is_main_process():
         return small, entry
@@ -268,6 +302,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
             "config": resolved_config(cfg),
             "pruning_history": history + [entry],
             "mlflow_run_id": getattr(tracker, "run_id", None),
+            "last_lr": last_lr,
         },
         rd / PRUNED,
     )

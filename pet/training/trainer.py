@@ -46,6 +46,7 @@ class TrainState:
     bad_epochs: int = 0
     finished: bool = False
     stop_reason: str = ""
+    last_lr: float = 0.0  # rate of the last update (a continuing stage starts from it)
 
 
 class TrainHook:
@@ -105,6 +106,7 @@ class Trainer:
         hooks: Sequence[TrainHook] = (),
         checkpoint_extra: Optional[Callable[[], dict[str, Any]]] = None,
         trainable: Optional[Iterable[nn.Parameter]] = None,
+        schedule: Optional[Callable[[int], float]] = None,
     ):
         self.cfg, self.tcfg, self.ocfg = cfg, cfg.trainer, cfg.optim
         self.run_dir = Path(run_dir)
@@ -119,7 +121,8 @@ class Trainer:
         self.hooks = list(hooks)
         self.checkpoint_extra = checkpoint_extra or (lambda: {})
         self.state = TrainState()
-        self.schedule = make_schedule(self.ocfg)
+        # Stages that continue a trained model pass their own (training.schedule.continuation_schedule).
+        self.schedule = schedule or make_schedule(self.ocfg)
         params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params,
@@ -210,7 +213,12 @@ class Trainer:
             )
         if "optimizer" not in ckpt or "trainer" not in ckpt:
             raise CheckpointError(f"{source} has no optimizer state to continue; set distill.continue_schedule=false")
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        # load_state_dict also restores the other run's betas/eps/weight decay:
+        # keep its moments and update count, but this stage's hyper-parameters.
+        for group, own in zip(self.optimizer.param_groups, hyper):
+            group.update(own)
         self.state.num_updates = int(ckpt["trainer"]["num_updates"])
 
     def save(self, name: str) -> Path:
@@ -291,6 +299,7 @@ class Trainer:
         lr = self.schedule(self.state.num_updates)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        self.state.last_lr = lr
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -369,6 +378,8 @@ class Trainer:
         self._fit_started, self._wall_before = time.perf_counter(), s.wall_seconds
         for hook in self.hooks:
             hook.on_fit_start(self)
+        if self.is_main:
+            self._log_plan()
         while not s.finished:
             if t.max_epoch and s.epoch > t.max_epoch:
                 self._finish("max_epoch")
@@ -392,8 +403,8 @@ class Trainer:
                 if bar is not None:
                     bar.update(len(group))
                     bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", lr=f"{logs['lr']:.2e}")
-                if s.num_updates % t.log_interval == 0:
-                    elapsed = time.perf_counter() - window_start
+                elapsed = time.perf_counter() - window_start
+                if s.num_updates % t.log_interval == 0 or (t.log_seconds and elapsed >= t.log_seconds):
                     metrics = {f"train_{k}": v / window_updates for k, v in window.items() if k != "ntokens"}
                     metrics["train_tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                     if self.is_main:
@@ -429,6 +440,27 @@ class Trainer:
             if t.patience and s.bad_epochs >= t.patience:
                 self._finish("patience")
         return s
+
+    def _log_plan(self) -> None:
+        """What this run will do, before its first update: batches, schedule, budget."""
+        s, t = self.state, self.tcfg
+        per_epoch = math.ceil(len(self.train_sampler) / self.world_size / t.update_freq)
+        log.info("%d training pairs in %d batches of <= %d tokens: %d updates per epoch",
+                 len(self.train_data), len(self.train_sampler), t.max_tokens, per_epoch)
+        describe = getattr(self.schedule, "describe", lambda: type(self.schedule).__name__)
+        log.info("LR schedule: %s; update %d trains at lr %.3g", describe(), s.num_updates,
+                 self.schedule(s.num_updates))
+        budget = [f"{n} {what}" for n, what in ((t.max_epoch, "epochs"), (t.max_update, "updates"),
+                                                 (t.max_time_minutes, "minutes")) if n]
+        if budget:
+            log.info("budget: %s (whichever comes first)%s", ", ".join(budget),
+                     f"; early stopping after {t.patience} epochs without improvement" if t.patience else "")
+        elif t.patience:
+            log.warning("no budget set: training runs until the validation loss has not improved for %d epochs "
+                        "(set trainer.max_epoch, trainer.max_update or trainer.max_time_minutes to bound it)", t.patience)
+        else:
+            log.warning("no budget set: training never stops by itself; set trainer.max_epoch, trainer.max_update, "
+                        "trainer.max_time_minutes or trainer.patience")
 
     def _end_of_epoch(self, complete: bool) -> None:
         s = self.state
