@@ -1,22 +1,38 @@
 """Converged-scale proof of SRP and PET on IWSLT'14 (26.9k-pair subset), on 2 CPU cores.
 
-Long (many CPU-hours): run it in the background, from a git worktree at a fixed
-commit, with its state outside the work tree, so edits to the checkout never
-change a running measurement and an interrupted run resumes where it stopped:
+Long (tens of CPU-hours, several sessions): run it in the background, from a
+git worktree at a fixed commit, with its state outside the work tree, so that
+edits to the checkout never change a running measurement and an interrupted
+run resumes where it stopped (finished stages are skipped, an interrupted one
+resumes from its checkpoint_last.pt):
 
-    git worktree add ~/.cache/pet-bench/src <commit>
-    cd ~/.cache/pet-bench/src && nohup nice -n 19 <venv>/bin/python benchmarks/converged.py \\
-        --shared /path/to/shared teachers >> ~/.cache/pet-bench/converged.log 2>&1 &
+    git worktree add ~/.cache/pet-bench/src-<commit> <commit>
+    cd ~/.cache/pet-bench/src-<commit> && nohup nice -n 19 <venv>/bin/python benchmarks/converged.py \\
+        --shared /path/to/shared run >> ~/.cache/pet-bench/converged.log 2>&1 &
+    python benchmarks/converged.py status          # what is done, what runs, teacher epoch curves
+    python benchmarks/converged.py report          # the tables (measures latency: run it on an idle machine)
 
-Phases (each one command; every stage is ``python -m pet ...`` in its own
-1-thread process, and a stage whose result.json exists is skipped):
+``run`` works through the tasks below, ``--jobs`` at a time (each stage one
+``python -m pet`` process with 1 thread), a task starting once what it needs
+is finished:
 
-    teachers   transformer_small de->en (SRP's teacher) and en->de (PET's), trained
-               until the validation loss stops improving (trainer.patience epochs),
-               the last epochs' checkpoints kept for averaging
+teachers      transformer_small de->en (SRP) and en->de (PET) until the validation
+              loss stops improving (patience), last epochs kept for averaging;
+              pet_tiny_teacher_small en->de the same way (PET's KD teacher)
+srp           from the de->en teacher, at rates 0.5 and 0.25, seeds 1 and 2:
+              two_stage (width for P epochs, then q/k, v/o, FFN for P epochs),
+              single_stage, oneshot (same selection as single_stage, c = 0 at
+              once) and random (random importance), each 2P epochs of pruning
+              with KD and then the same finetune (<= F epochs, patience); and
+              dense: the two-stage model's shape trained from scratch for the
+              updates teacher + pruning + finetune took
+pet           en->de, seeds 1 and 2, S student updates each: pet (W warm-up
+              updates on the teacher's 4-class labels, then KD from the tiny
+              teacher), kd_only (KD from the start), scratch (plain CE)
 
-``--out`` (default ``~/.cache/pet-bench/converged``) holds every run folder,
-the prepared data and ``commits.json`` (which commit ran which phase).
+Every final model is scored on the whole test set (beam 5). ``--out``
+(default ~/.cache/pet-bench/converged) holds every run folder, the prepared
+data and ``commits.json`` (which commit ran which command).
 """
 
 from __future__ import annotations
@@ -26,52 +42,216 @@ import json
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
 
-DEFAULT_OUT = Path.home() / ".cache" / "pet-bench" / "converged"
+sys.path.insert(0, str(REPO))  # this worktree's pet, not the one pip installed
 
-# The teacher recipe: transformer_small (3+3 layers, d 256, FFN 512, 4 heads)
-# with the regularisation a 27k-pair corpus needs (fairseq's IWSLT dropout 0.3),
-# a short LR warm-up for a CPU budget, and early stopping on validation loss.
+DEFAULT_OUT = Path.home() / ".cache" / "pet-bench" / "converged"
+SEEDS = (1, 2)
+RATES = (0.5, 0.25)
+SRP_METHODS = ("two_stage", "oneshot", "random", "single_stage")
+PET_METHODS = ("pet", "kd_only", "scratch")
+
+# Teachers: transformer_small (3+3 layers, d 256, FFN 512, 4 heads) with the
+# regularisation a 27k-pair corpus needs (fairseq's IWSLT dropout 0.3), a short
+# LR warm-up for a CPU budget, early stopping on validation loss.
+RECIPE = ["optim.lr=1e-3", "optim.warmup_updates=1000", "trainer.max_tokens=4096", "trainer.save_interval_updates=250"]
 TEACHER = [
     "stage=pretrain", "model=transformer_small", "model.dropout=0.3", "model.attention_dropout=0.1",
     "model.activation_dropout=0.1", "optim.lr=1e-3", "optim.warmup_updates=1000", "trainer.max_tokens=4096",
     "trainer.max_epoch=120", "trainer.patience=6", "trainer.keep_last_epochs=10",
     "trainer.keep_best_checkpoints=5", "trainer.save_interval_updates=250", "trainer.seed=1",
 ]
+TINY_TEACHER = [o if o != "model=transformer_small" else "model=pet_tiny_teacher_small" for o in TEACHER]
 DIRECTIONS = {"de_en": "iwslt14_shared", "en_de": "iwslt14_shared_en_de"}
+
+# SRP: P epochs of pruning per stage (single-stage methods get 2P), then at
+# most F epochs of finetuning with early stopping; KD from the unpruned teacher
+# (pruning.kd_alpha 0.5, T 2), constant LR at the teacher's final rate.
+PERIOD_EPOCHS = 3
+FINETUNE_EPOCHS, FINETUNE_PATIENCE = 15, 3
+# PET: S student updates in all, W of them PET's warm-up.
+STUDENT_UPDATES, WARMUP_UPDATES = 6000, 600
 
 EPOCH_LINE = re.compile(r"end of epoch (\d+) \(update (\d+)\): valid loss ([\d.]+), nll ([\d.]+)")
 
 
-def common(args: argparse.Namespace) -> list[str]:
-    return [
-        "tracking=none", "trainer.progress_bar=none", f"trainer.device={args.device}",
-        f"paths.output_root={args.out / 'outputs'}", f"paths.shared_data={args.shared / 'data'}",
-    ]
+@dataclass
+class Task:
+    """A chain of stages that runs as one unit once every path in ``needs`` exists."""
+
+    name: str
+    run: Callable[[], Any]
+    needs: list[Path] = field(default_factory=list)
+
+    def ready(self) -> bool:
+        return all(p.exists() for p in self.needs)
 
 
-def stage(args: argparse.Namespace, name: str, overrides: list[str]) -> dict[str, Any]:
-    return run_pet_stage(name, args.out / name, [*common(args), *overrides], threads=1)
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.out = args, args.out
 
+    # ------------------------------------------------------------ stages
+    def common(self) -> list[str]:
+        a = self.args
+        return ["tracking=none", "trainer.progress_bar=none", f"trainer.device={a.device}",
+                f"paths.output_root={self.out / 'outputs'}", f"paths.shared_data={a.shared / 'data'}"]
 
-def teacher_dir(args: argparse.Namespace, direction: str) -> Path:
-    return args.out / f"teacher_{direction}"
+    def stage(self, name: str, overrides: list[str]) -> dict[str, Any]:
+        smoke = ["trainer.max_update=4", "generation.max_examples=8", "pruning.importance_batches=2"]
+        return run_pet_stage(name, self.out / name, [*self.common(), *overrides, *(smoke if self.args.smoke else [])],
+                             threads=1)
 
+    def result(self, name: str) -> Path:
+        return self.out / name / "result.json"
 
-def teachers(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {d: pool.submit(stage, args, f"teacher_{d}", [f"data={data}", *TEACHER])
-                   for d, data in DIRECTIONS.items()}
-        return {d: f.result() for d, f in futures.items()}
+    def checkpoint(self, name: str) -> str:
+        return json.loads(self.result(name).read_text())["checkpoint"]
+
+    def evaluate(self, name: str, data: str, checkpoint: str) -> dict[str, Any]:
+        return self.stage(f"eval/{name}", [f"data={data}", "stage=evaluate", "generation.split=test",
+                                           "generation.beam=5", f"init_from={checkpoint}"])
+
+    # ------------------------------------------------------------ tasks
+    def teacher(self, direction: str) -> None:
+        data = DIRECTIONS[direction]
+        r = self.stage(f"teacher_{direction}", [f"data={data}", *TEACHER])
+        self.evaluate(f"teacher_{direction}", data, r["checkpoint"])
+
+    def tiny_teacher(self) -> None:
+        r = self.stage("tiny_teacher_en_de", [f"data={DIRECTIONS['en_de']}", *TINY_TEACHER])
+        self.evaluate("tiny_teacher_en_de", DIRECTIONS["en_de"], r["checkpoint"])
+
+    def srp(self, method: str, rate: float, seed: int) -> None:
+        root = f"srp/{method}@{rate}/seed{seed}"
+        data = f"data={DIRECTIONS['de_en']}"
+        teacher = self.checkpoint("teacher_de_en")
+        prune = [data, "stage=prune", f"pruning.compression_rate={rate}", f"pruning.importance_seed={seed}",
+                 f"trainer.seed={seed}", "pruning.report_latency=false", "pruning.report_bleu=false",
+                 "trainer.max_tokens=4096", "shrink=geometric"]
+        if method == "two_stage":
+            s1 = self.stage(f"{root}/prune_emb", [*prune, "pruning=two_stage_1", f"pruning.pruning_period={PERIOD_EPOCHS}",
+                                                  f"init_from={teacher}"])
+            pruned = self.stage(f"{root}/prune_heads_ffn", [*prune, "pruning=two_stage_2",
+                                                            f"pruning.pruning_period={PERIOD_EPOCHS}",
+                                                            f"init_from={s1['checkpoint']}"])
+        else:
+            extra = {"single_stage": [], "oneshot": ["shrink=oneshot"], "random": ["pruning.importance=random"]}[method]
+            pruned = self.stage(f"{root}/prune", [*prune, "pruning=single_stage",
+                                                  f"pruning.pruning_period={2 * PERIOD_EPOCHS}", *extra,
+                                                  f"init_from={teacher}"])
+        ft = self.stage(f"{root}/finetune", [data, "stage=finetune", f"trainer.max_epoch={FINETUNE_EPOCHS}",
+                                             f"trainer.patience={FINETUNE_PATIENCE}", f"trainer.seed={seed}",
+                                             "trainer.max_tokens=4096", f"init_from={pruned['checkpoint']}"])
+        self.evaluate(root, DIRECTIONS["de_en"], ft["checkpoint"])
+
+    def dense(self, rate: float, seed: int) -> None:
+        """The two-stage model's exact shape from scratch, for as many updates as
+        teacher + pruning + finetuning took to make that model."""
+        chain = f"srp/two_stage@{rate}/seed{seed}"
+        updates = self.updates("teacher_de_en") + sum(
+            self.updates(f"{chain}/{s}") for s in ("prune_emb", "prune_heads_ffn", "finetune"))
+        shape = self.checkpoint(f"{chain}/prune_heads_ffn")
+        root = f"srp/dense@{rate}/seed{seed}"
+        r = self.stage(root + "/train", [f"data={DIRECTIONS['de_en']}", "stage=pretrain", "model=transformer_small", *RECIPE,
+                                         f"model.shape_from={shape}", f"trainer.max_update={updates}",
+                                         f"trainer.seed={seed}"])
+        self.evaluate(root, DIRECTIONS["de_en"], r["checkpoint"])
+
+    def updates(self, name: str) -> int:
+        """Optimizer updates a finished training stage made (a prune stage: its period)."""
+        res = json.loads(self.result(name).read_text())
+        if "num_updates" in res["metrics"]:
+            return int(res["metrics"]["num_updates"])
+        from pet.checkpoint import load_checkpoint  # the pruning period's own record
+
+        return int(load_checkpoint(self.out / name / "checkpoint_last.pt")["trainer"]["num_updates"])
+
+    def pet(self, method: str, seed: int) -> None:
+        root = f"pet/{method}/seed{seed}"
+        data = [f"data={DIRECTIONS['en_de']}", "model=pet_student_small", *RECIPE, f"trainer.seed={seed}",
+                "trainer.max_epoch=0", "trainer.patience=0"]
+        teacher, tiny = self.checkpoint("teacher_en_de"), self.checkpoint("tiny_teacher_en_de")
+        kd = ["stage=distill", "distill=kd", f"distill.teacher={tiny}", f"trainer.max_update={STUDENT_UPDATES}"]
+        if method == "pet":
+            warm = self.stage(f"{root}/warmup", [*data, "stage=distill", "distill=warmup", f"distill.teacher={teacher}",
+                                                 "distill.from_scratch=true", f"trainer.max_update={WARMUP_UPDATES}"])
+            final = self.stage(f"{root}/kd", [*data, *kd, f"init_from={warm['checkpoint']}",
+                                              "distill.continue_schedule=true"])
+        elif method == "kd_only":
+            final = self.stage(f"{root}/kd", [*data, *kd, "distill.from_scratch=true"])
+        else:
+            final = self.stage(f"{root}/train", [*data, "stage=pretrain", f"trainer.max_update={STUDENT_UPDATES}"])
+        self.evaluate(root, DIRECTIONS["en_de"], final["checkpoint"])
+
+    def tasks(self) -> list[Task]:
+        """Every task, in the order free workers take them up once ready."""
+        t_de, t_en, tiny = (self.result(n) for n in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"))
+        out = [Task("teacher_de_en", lambda: self.teacher("de_en")),
+               Task("teacher_en_de", lambda: self.teacher("en_de")),
+               Task("tiny_teacher_en_de", self.tiny_teacher)]
+        for seed in SEEDS:
+            for rate in RATES:
+                for method in SRP_METHODS:
+                    out.append(Task(f"srp {method}@{rate} seed{seed}",
+                                    lambda m=method, r=rate, s=seed: self.srp(m, r, s), [t_de]))
+            for method in PET_METHODS:
+                needs = {"pet": [t_en, tiny], "kd_only": [tiny], "scratch": []}[method]
+                out.append(Task(f"pet {method} seed{seed}", lambda m=method, s=seed: self.pet(m, s), needs))
+            for rate in RATES:
+                chain = self.out / f"srp/two_stage@{rate}/seed{seed}/finetune/result.json"
+                out.append(Task(f"srp dense@{rate} seed{seed}", lambda r=rate, s=seed: self.dense(r, s), [t_de, chain]))
+        return out
+
+    def run_all(self) -> None:
+        """Run ready tasks ``--jobs`` at a time until none is left (or none can become ready)."""
+        pending = self.tasks()
+        running: dict[Future, Task] = {}
+        failed: list[str] = []
+        lock = threading.Lock()
+        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
+            while pending or running:
+                for task in [t for t in pending if t.ready()][: self.args.jobs - len(running)]:
+                    pending.remove(task)
+                    print(f"[task] start {task.name}", flush=True)
+                    running[pool.submit(task.run)] = task
+                if not running:
+                    print(f"[task] nothing can start: {[t.name for t in pending]} wait for failed {failed}", flush=True)
+                    break
+                done, _ = wait(running, timeout=60, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    try:
+                        future.result()
+                        print(f"[task] done  {task.name}", flush=True)
+                    except SystemExit as e:  # run_pet_stage exits with the failing stage's log tail
+                        with lock:
+                            failed.append(task.name)
+                        print(f"[task] FAILED {task.name}: {e}", flush=True)
+        print(f"[task] finished; failed: {failed or 'none'}", flush=True)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> None:
+        for task in self.tasks():
+            print(f"{'ready' if task.ready() else 'waits':<6} {task.name}")
+        for name in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"):
+            curve = epoch_curve(self.out / name)
+            if curve:
+                best = min(curve, key=lambda c: c["valid_loss"])
+                print(f"{name}: {len(curve)} epochs, {curve[-1]['updates']} updates, last valid loss "
+                      f"{curve[-1]['valid_loss']:.4f}, best {best['valid_loss']:.4f} (epoch {best['epoch']})")
 
 
 def epoch_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(epoch, updates, valid loss, valid nll) per completed epoch, from the stage's log."""
+    """(epoch, updates, valid loss, valid nll) of each completed epoch, from the stage's log."""
     log = run_dir / "stage.log"
     if not log.exists():
         return []
@@ -79,36 +259,34 @@ def epoch_curve(run_dir: Path) -> list[dict[str, float]]:
             for m in EPOCH_LINE.finditer(log.read_text(errors="replace"))]
 
 
-def record_commit(args: argparse.Namespace, phase: str) -> None:
+def record_commit(out: Path, command: str) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    path = args.out / "commits.json"
+    path = out / "commits.json"
     seen = json.loads(path.read_text()) if path.exists() else {}
-    seen.setdefault(phase, [])
-    if commit not in seen[phase]:
-        seen[phase].append(commit)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    seen.setdefault(command, []).append({"commit": commit, "started": stamp})
     path.write_text(json.dumps(seen, indent=2))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["teachers", "status"])
+    ap.add_argument("command", choices=["run", "status"])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared/ folder with data/iwslt14")
+    ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared/ folder holding data/iwslt14")
     ap.add_argument("--jobs", type=int, default=2, help="1-thread stages run at once")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--smoke", action="store_true", help="4 updates per stage, 8 test sentences: proves every task runs")
     args = ap.parse_args()
     args.out, args.shared = args.out.expanduser().resolve(), args.shared.expanduser().resolve()
     if not (args.shared / "data" / "iwslt14" / "bpe" / "train.de").exists():
         sys.exit(f"IWSLT'14 data not found under {args.shared}/data/iwslt14; pass --shared <folder holding data/>")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.phase == "status":
-        for d in DIRECTIONS:
-            curve = epoch_curve(teacher_dir(args, d))
-            last = curve[-1] if curve else None
-            print(f"teacher_{d}: {len(curve)} epochs" + (f", last {last}" if last else ""))
+    bench = Bench(args)
+    if args.command == "status":
+        bench.status()
         return
-    record_commit(args, args.phase)
-    print(json.dumps(teachers(args), indent=2, default=str))
+    record_commit(args.out, args.command)
+    bench.run_all()
 
 
 if __name__ == "__main__":

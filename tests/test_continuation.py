@@ -119,3 +119,62 @@ def test_every_rank_trains_with_its_own_seed(demo_root, pretrained, tmp_path, mo
         with pytest.raises(Captured):
             run_stage(cfg)
     assert seen == {0: 7, 1: 8}
+
+
+def test_all_iterations_from_one_command(demo_root, pretrained, tmp_path):
+    cfg = compose_cfg(demo_root, *TINY, *PRUNE, "pruning.pruning_iter=2", "pruning.period_updates=2",
+                      "pruning.bleu_sentences=2", f"init_from={pretrained}", f"paths.run_dir={tmp_path}")
+    assert cfg.pruning.iteration == 0  # the default: every iteration
+    result = run_stage(cfg)
+    ckpt = load_checkpoint(result.checkpoint)
+    assert Path(result.checkpoint).parent == tmp_path / "iter2"
+    assert [h["iteration"] for h in ckpt["pruning_history"]] == [1, 2]
+    assert len(result.metrics["iteration_achieved_rates"]) == 2
+    assert abs(result.metrics["achieved_rate"] - 0.5) < 0.01
+    assert (tmp_path / "result.json").exists() and run_stage(cfg).checkpoint == result.checkpoint
+
+
+def test_warm_up_epochs_train_before_pruning_starts(demo_root, pretrained, tmp_path):
+    result = run_stage(compose_cfg(demo_root, *TINY, *PRUNE, "pruning.warmup_epochs=1", "pruning.period_updates=2",
+                                   "pruning.bleu_sentences=2", f"init_from={pretrained}", f"paths.run_dir={tmp_path}"))
+    warm = load_checkpoint(tmp_path / "warmup" / "checkpoint_last.pt")
+    assert warm["trainer"]["finished"] and warm["trainer"]["epoch"] == 2
+    assert not torch.equal(warm["model"]["encoder.embed.embed_tokens.weight"],
+                           load_checkpoint(pretrained)["model"]["encoder.embed.embed_tokens.weight"])
+    entry = load_checkpoint(result.checkpoint)["pruning_history"][0]
+    assert entry["origin_checkpoint"] == str((tmp_path / "warmup" / "checkpoint_last.pt").resolve())
+
+
+def test_finetune_can_distil_from_the_unpruned_origin(demo_root, pretrained, tmp_path):
+    from pet.errors import ConfigError
+    from pet.pruning.kd import DistillationLoss
+    from pet.stages.common import load_data
+    from pet.stages.pretrain import finetune_kd_loss
+
+    pruned = run_stage(compose_cfg(demo_root, *TINY, *PRUNE, "pruning.period_updates=2", "pruning.bleu_sentences=2",
+                                   f"init_from={pretrained}", f"paths.run_dir={tmp_path}/pr"))
+    cfg = compose_cfg(demo_root, *TINY, "stage=finetune", "pruning.finetune_kd=true", "trainer.max_update=2",
+                      f"init_from={pruned.checkpoint}", f"paths.run_dir={tmp_path}/ft")
+    data = load_data(cfg)
+    loss = finetune_kd_loss(cfg, load_checkpoint(pruned.checkpoint), data, torch.device("cpu"))
+    assert isinstance(loss, DistillationLoss)
+    assert loss.teacher.num_parameters() == sum(v.numel() for v in load_checkpoint(pretrained)["model"].values())
+    assert run_stage(cfg).metrics["num_updates"] == 2
+    plain = compose_cfg(demo_root, *TINY, "stage=finetune", "pruning.finetune_kd=true", f"init_from={pretrained}")
+    with pytest.raises(ConfigError, match="no pruning history"):
+        finetune_kd_loss(plain, load_checkpoint(pretrained), data, torch.device("cpu"))
+
+
+def test_dense_baseline_of_a_pruned_shape(demo_root, pretrained, tmp_path):
+    """model.shape_from builds a pruned checkpoint's exact layer shapes, freshly initialised."""
+    pruned = run_stage(compose_cfg(demo_root, *TINY, *PRUNE, "pruning.period_updates=2", "pruning.bleu_sentences=2",
+                                   f"init_from={pretrained}", f"paths.run_dir={tmp_path}/pr"))
+    small = load_checkpoint(pruned.checkpoint)
+    dense = run_stage(compose_cfg(demo_root, *TINY, "stage=pretrain", "trainer.max_update=2",
+                                  f"model.shape_from={pruned.checkpoint}", f"paths.run_dir={tmp_path}/dense"))
+    ckpt = load_checkpoint(dense.checkpoint)
+    assert {k: v.shape for k, v in ckpt["model"].items()} == {k: v.shape for k, v in small["model"].items()}
+    enc = ckpt["spec"]["encoder"]
+    assert enc["embed_scale_dim"] == enc["embed_dim"] < small["spec"]["encoder"]["embed_scale_dim"]
+    key = "encoder.layers.0.ffn.fc1.weight"
+    assert not torch.equal(ckpt["model"][key], small["model"][key])

@@ -120,3 +120,19 @@ def test_epoch_checkpoints_keep_the_last_and_the_best(demo_root, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint4.pt")["trainer"]["epoch"] == 5
     kept = [loss for _, loss in best_checkpoints(tmp_path)]
     assert kept == [round(v, 4) for v in sorted(losses)[:2]]
+
+
+def test_best_checkpoint_by_validation_bleu(demo_root, tmp_path):
+    """checkpoint_best.pt, checkpoint.best_bleu_*.pt and patience follow BLEU, not the loss."""
+    from pet.training.trainer import best_checkpoints
+
+    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
+                      "trainer.keep_best_checkpoints=2", "trainer.patience=3", f"paths.run_dir={tmp_path}")
+    scripted = iter([3.0, 7.0, 5.0, 6.0, 6.5, 9.0])
+    trainer = make_trainer(cfg)
+    trainer.validate_bleu = lambda: next(scripted)
+    state = trainer.fit()
+    assert state.stop_reason == "patience" and state.epoch == 6  # epochs 3-5 did not beat epoch 2
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["trainer"]["epoch"] == 3  # saved after epoch 2
+    assert [v for _, v in best_checkpoints(tmp_path, "bleu")] == [7.0, 6.5]
+    assert state.best_valid_bleu == 7.0

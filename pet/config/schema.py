@@ -47,6 +47,10 @@ class ModelConfig:
     encoder_attention_roles: list[str] = field(default_factory=list)
     # Decoder self- and cross-attention share one query projection.
     decoder_share_query: bool = False
+    # A checkpoint whose exact layer shapes (e.g. a pruned model's uneven ones)
+    # stage=pretrain builds instead of the fields above, randomly initialised:
+    # the dense baseline of a pruned shape.
+    shape_from: Optional[str] = None
 
 
 @dataclass
@@ -119,8 +123,12 @@ class TrainerConfig:
     max_epoch: int = 0  # 0 = unbounded
     max_update: int = 0  # 0 = unbounded
     max_time_minutes: float = 0.0  # wall-clock budget; 0 = unbounded
-    patience: int = 0  # epochs without valid-loss improvement; 0 = off
+    patience: int = 0  # epochs without improvement of best_checkpoint_metric; 0 = off
     validate_bleu: bool = False
+    # What checkpoint_best.pt, checkpoint.best_*.pt and patience follow: loss
+    # (validation loss, lower is better) | bleu (beam-search BLEU on the
+    # validation split, capped at generation.max_examples sentences; higher is better)
+    best_checkpoint_metric: str = "loss"
     save_interval_updates: int = 0  # also checkpoint every n updates; 0 = per epoch only
     # Keep checkpoint<epoch>.pt of the last n completed epochs (fairseq's
     # --keep-last-epochs), the inputs of checkpoint averaging; 0 = none.
@@ -227,7 +235,15 @@ class PruningConfig:
     compression_rate: float = 0.5  # fraction of parameters kept
     # k iterations: iteration i ends at keep ratio r^(i/k) of the chain
     pruning_iter: int = 1
-    iteration: int = 1  # which of the pruning_iter iterations this run is
+    # which of the pruning_iter iterations this run is; 0 = all of them, one
+    # after another in <run_dir>/iter<i> (each from the previous one's result)
+    iteration: int = 0
+    # epochs of plain training of the input model before importance is taken
+    # and the pruning period starts (the original's --warming-up)
+    warmup_epochs: int = 0
+    # finetune (stage=finetune) also distils from the chain's unpruned origin,
+    # with kd_alpha and kd_temperature below
+    finetune_kd: bool = False
     pruning_period: int = 2  # epochs of shrinking (0 = remove at once, no training)
     # > 0: the period is this many optimizer updates instead (shrink.unit=step
     # only), for budgets shorter than an epoch or grids on an update budget.

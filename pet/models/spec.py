@@ -162,3 +162,20 @@ def spec_from_config(model_cfg: Any, src_vocab_size: int, tgt_vocab_size: int, p
         share_decoder_input_output_embed=m.share_decoder_input_output_embed,
         padding_idx=padding_idx,
     )
+
+
+def fresh_spec(spec: TransformerSpec) -> TransformerSpec:
+    """The same layer shapes for a model trained at them from scratch: embedding
+    and attention scales, positions and LayerNorm widths of its own widths (a
+    pruned spec keeps its origin's, which removal needs), no connectivity
+    parameters. What a dense baseline of a pruned shape is built from."""
+    fresh = TransformerSpec.from_dict(spec.to_dict())
+    for stack in (fresh.encoder, fresh.decoder):
+        stack.embed_scale_dim = stack.norm_width = stack.embed_dim
+        stack.position_dims = None
+        for layer in stack.layers:
+            for attn in (layer.self_attn, layer.cross_attn):
+                if attn is not None:
+                    attn.scale_dim = attn.qk_dim
+    fresh.gated = False
+    return fresh

@@ -9,13 +9,14 @@ checkpoint), with a fresh optimizer. Re-running the same command resumes from
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.errors import CheckpointError, ConfigError
-from pet.models.spec import spec_from_config
+from pet.models.spec import TransformerSpec, fresh_spec, spec_from_config
 from pet.models.transformer import TransformerModel
 from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
@@ -32,8 +33,37 @@ def build_initial_model(cfg: DictConfig, data) -> TransformerModel:
         return model_from_checkpoint(ckpt)
     if cfg.stage.name == "finetune":
         raise ConfigError("stage=finetune needs init_from=<checkpoint to finetune>")
+    if cfg.model.shape_from:
+        shape = load_checkpoint(cfg.model.shape_from)
+        check_same_vocab(shape, data, cfg.model.shape_from)
+        log.info("model of the layer shapes of %s, randomly initialised", cfg.model.shape_from)
+        return TransformerModel(fresh_spec(TransformerSpec.from_dict(shape["spec"])))
     spec = spec_from_config(cfg.model, len(data.src_dict), len(data.tgt_dict), data.tgt_dict.pad)
     return TransformerModel(spec)
+
+
+def finetune_kd_loss(cfg: DictConfig, init_ckpt: dict, data, device):
+    """With ``pruning.finetune_kd``: distil from the pruning chain's unpruned
+    origin while finetuning (pruning.kd_alpha, pruning.kd_temperature); else
+    None (plain label-smoothed CE)."""
+    if not cfg.pruning.finetune_kd:
+        return None
+    from pet.pruning.kd import DistillationLoss, load_origin, origin_checkpoint
+
+    history = init_ckpt.get("pruning_history") or []
+    if not history:
+        raise ConfigError(
+            f"pruning.finetune_kd=true distils from the pruning chain's unpruned model, but {cfg.init_from} "
+            "has no pruning history; finetune a prune run's checkpoint_pruned.pt, or set pruning.finetune_kd=false"
+        )
+    path = origin_checkpoint(cfg.init_from, history)
+    teacher_ckpt = load_origin(path, "pruning.finetune_kd=false")
+    check_same_vocab(teacher_ckpt, data, path)
+    log.info("finetuning with KD from the chain's unpruned model %s (alpha %g, T %g)", path,
+             cfg.pruning.kd_alpha, cfg.pruning.kd_temperature)
+    p = cfg.pruning
+    return DistillationLoss(model_from_checkpoint(teacher_ckpt).to(device), p.kd_alpha, p.kd_temperature,
+                            cfg.optim.label_smoothing, data.tgt_dict.pad)
 
 
 def resume_checkpoint(cfg: DictConfig, directory: Path):
@@ -69,6 +99,7 @@ def run(cfg: DictConfig) -> StageResult:
     # finetune continues a trained model: its own short warm-up to the rate the
     # input's training ended at, not pretraining's warm-up from 1e-7.
     schedule = continuation_schedule(cfg.optim, init_ckpt) if cfg.stage.name == "finetune" else None
+    loss_fn = finetune_kd_loss(cfg, init_ckpt, data, device) if cfg.stage.name == "finetune" else None
     with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
         trainer = Trainer.for_data(
             data,
@@ -80,6 +111,7 @@ def run(cfg: DictConfig) -> StageResult:
             tracker=tracker,
             checkpoint_extra=lambda: extra,
             schedule=schedule,
+            loss_fn=loss_fn,
         )
         state = trainer.fit()
         result = StageResult(
@@ -90,6 +122,7 @@ def run(cfg: DictConfig) -> StageResult:
             metrics={
                 "best_valid_loss": state.best_valid_loss,
                 "last_valid_loss": state.last_valid_loss,
+                **({"best_valid_bleu": state.best_valid_bleu} if state.best_valid_bleu > -math.inf else {}),
                 "num_updates": state.num_updates,
                 "epochs_completed": state.epoch - 1,
                 "train_seconds": state.train_seconds,

@@ -44,6 +44,7 @@ from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkp
 from pet.errors import CheckpointError, ConfigError
 from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, read_result, resolved_config, run_dir, tracked_run, write_result
+from pet.pruning.kd import load_origin, origin_checkpoint
 from pet.training.schedule import continuation_schedule, final_lr
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,8 @@ def _fingerprint(cfg: DictConfig) -> dict[str, Any]:
         "importance_seed": int(p.importance_seed),
         "shrink": [s.type, s.unit, float(s.final_value)],
         "kd_teacher": p.kd_teacher,
+        "warmup_epochs": int(p.warmup_epochs),
     }
-
-
-def origin_checkpoint(cfg: DictConfig, history: list[dict[str, Any]]) -> str:
-    """Path of the unpruned model the chain started from."""
-    if not history:
-        return str(Path(cfg.init_from).resolve())
-    first = history[0]
-    return str(first.get("origin_checkpoint") or Path(first["init_from"]).resolve())
 
 
 def kd_teacher(cfg: DictConfig, base, history: list[dict[str, Any]], data: Any):
@@ -89,13 +83,8 @@ def kd_teacher(cfg: DictConfig, base, history: list[dict[str, Any]], data: Any):
     (``previous``: the last iteration's or stage's result)."""
     if cfg.pruning.kd_teacher == "previous" or not history:
         return copy.deepcopy(base)
-    path = origin_checkpoint(cfg, history)
-    if not Path(path).is_file():
-        raise CheckpointError(
-            f"the chain's unpruned model {path} (the KD teacher with pruning.kd_teacher=origin) is gone; "
-            "restore it there, or distil from this run's input with pruning.kd_teacher=previous"
-        )
-    ckpt = load_checkpoint(path)
+    path = origin_checkpoint(cfg.init_from, history)
+    ckpt = load_origin(path, "pruning.kd_teacher=previous")
     check_same_vocab(ckpt, data, path)
     log.info("KD teacher: the chain's unpruned model %s", path)
     return model_from_checkpoint(ckpt)
@@ -190,13 +179,34 @@ def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any
     }
 
 
-def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tracker, device: torch.device):
-    """Steps 1-4; returns (pruned model, history entry)."""
+def _warm_up(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tracker, device: torch.device):
+    """``pruning.warmup_epochs`` of plain training of the input model before its
+    importance is taken (the original's --warming-up), in ``<run_dir>/warmup``
+    (resumable; a finished warm-up is only reloaded). Returns the trained model
+    and its checkpoint, which the chain then counts as its unpruned origin."""
+    from pet.stages.pretrain import resume_checkpoint
+    from pet.training.trainer import Budget, Trainer
+
+    wd = rd / "warmup"
+    wd.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer.for_data(
+        data, resume=resume_checkpoint(cfg, wd), cfg=cfg, model=copy.deepcopy(base), run_dir=wd, device=device,
+        tracker=tracker, checkpoint_extra=lambda: {"config": resolved_config(cfg)},
+        schedule=continuation_schedule(cfg.optim, init), budget=Budget(max_epoch=cfg.pruning.warmup_epochs),
+    )
+    log.info("warm-up: %d epochs of plain training before pruning starts", cfg.pruning.warmup_epochs)
+    trainer.fit()
+    return trainer.model.eval(), str(wd / "checkpoint_last.pt")
+
+
+def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tracker, device: torch.device,
+           source: str):
+    """Steps 1-4 on ``base`` (loaded from ``source``); returns (pruned model, history entry)."""
     from pet.pruning.gates import gate_groups, to_gated
     from pet.pruning.kd import DistillationLoss
     from pet.pruning.removal import remove_pruned, verify_removal
     from pet.pruning.shrink import ShrinkHook
-    from pet.training.trainer import Trainer
+    from pet.training.trainer import Budget, Trainer
 
     p, s = cfg.pruning, cfg.shrink
     history: list[dict[str, Any]] = list(init.get("pruning_history", []))
@@ -223,20 +233,17 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
                       period_updates=p.period_updates)
 
     if p.pruning_period > 0 or p.period_updates > 0:
-        train_cfg = copy.deepcopy(cfg)
         # The period is the training: bounded, and never cut by early stopping.
-        if p.period_updates > 0:
-            train_cfg.trainer.max_epoch = 0
-            train_cfg.trainer.max_update = p.period_updates
-        else:
-            train_cfg.trainer.max_epoch = p.pruning_period
-        train_cfg.trainer.patience = 0
+        budget = Budget(max_epoch=0 if p.period_updates else p.pruning_period,
+                        max_update=p.period_updates or cfg.trainer.max_update,
+                        max_time_minutes=cfg.trainer.max_time_minutes, patience=0)
         teacher = kd_teacher(cfg, base, history, data).to(device) if p.kd_alpha > 0 else copy.deepcopy(base)
         loss = DistillationLoss(teacher, p.kd_alpha, p.kd_temperature, cfg.optim.label_smoothing, data.tgt_dict.pad)
         trainer = Trainer.for_data(
             data,
             resume=resume,
-            cfg=train_cfg,
+            cfg=cfg,
+            budget=budget,
             model=gated,
             run_dir=rd,
             device=device,
@@ -289,7 +296,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         "removal_max_logprob_diff": diff,
         "removal_max_logprob_diff_fp32": diff_fp32,
         "init_from": str(cfg.init_from),
-        "origin_checkpoint": origin_checkpoint(cfg, history),
+        "origin_checkpoint": origin_checkpoint(source, history),
     }
     if not is_main_process():
         return small, entry
@@ -326,6 +333,40 @@ def _report(cfg: DictConfig, data: Any, base, small, device: torch.device) -> di
 
 
 def run(cfg: DictConfig) -> StageResult:
+    """``pruning.iteration=i``: that one iteration. ``0`` (the default): all
+    ``pruning.pruning_iter`` iterations from this one command, iteration i in
+    ``<run_dir>/iter<i>`` starting from iteration i-1's result (one iteration:
+    in ``<run_dir>`` itself)."""
+    p = cfg.pruning
+    if p.iteration:
+        return _run_iteration(cfg)
+    rd = run_dir(cfg)
+    if p.pruning_iter == 1:
+        return _run_iteration(_iteration_config(cfg, 1, rd, cfg.init_from))
+    done = read_result(rd)
+    if done is not None and done.stage == "prune" and done.checkpoint and Path(done.checkpoint).exists():
+        log.info("%s: all %d iterations are done (%s)", rd, p.pruning_iter, done.checkpoint)
+        return done
+    init, results = cfg.init_from, []
+    for i in range(1, p.pruning_iter + 1):
+        log.info("=== pruning iteration %d of %d", i, p.pruning_iter)
+        results.append(_run_iteration(_iteration_config(cfg, i, rd / f"iter{i}", init)))
+        init = results[-1].checkpoint
+    last = results[-1]
+    result = StageResult(stage="prune", metric_name=last.metric_name, metric=last.metric, checkpoint=last.checkpoint,
+                         metrics={**last.metrics, "iteration_achieved_rates": [r.metrics["achieved_rate"] for r in results]},
+                         run_id=last.run_id)
+    write_result(rd, result)
+    return result
+
+
+def _iteration_config(cfg: DictConfig, iteration: int, directory: Path, init_from: str) -> DictConfig:
+    sub = copy.deepcopy(cfg)
+    sub.pruning.iteration, sub.paths.run_dir, sub.init_from = iteration, str(directory), str(init_from)
+    return sub
+
+
+def _run_iteration(cfg: DictConfig) -> StageResult:
     from pet.pruning.report import format_report
 
     if not cfg.init_from:
@@ -365,7 +406,10 @@ def run(cfg: DictConfig) -> StageResult:
             small = model_from_checkpoint(pruned_ckpt).to(device)
             entry = pruned_ckpt["pruning_history"][-1]
         else:
-            small, entry = _prune(cfg, rd, data, base, init, tracker, device)
+            source = cfg.init_from
+            if cfg.pruning.warmup_epochs > 0:
+                base, source = _warm_up(cfg, rd, data, base, init, tracker, device)
+            small, entry = _prune(cfg, rd, data, base, init, tracker, device, source)
         small.eval()
         if not is_main_process():  # distributed job: rank 0 measures and reports
             return StageResult(stage="prune", metric_name="achieved_rate", metric=entry["achieved_rate"],

@@ -42,11 +42,29 @@ class TrainState:
     wall_seconds: float = 0.0  # whole loop incl. validation (for max_time_minutes)
     target_tokens: int = 0
     best_valid_loss: float = math.inf
+    best_valid_bleu: float = -math.inf
     last_valid_loss: float = math.inf
     bad_epochs: int = 0
     finished: bool = False
     stop_reason: str = ""
     last_lr: float = 0.0  # rate of the last update (a continuing stage starts from it)
+
+
+@dataclass
+class Budget:
+    """When a run stops: epochs, updates, wall minutes (0 = unbounded) and
+    early stopping (epochs without improvement; 0 = off). A stage whose
+    training length is its method's (a pruning period) passes its own instead
+    of rewriting the config it logs."""
+
+    max_epoch: int = 0
+    max_update: int = 0
+    max_time_minutes: float = 0.0
+    patience: int = 0
+
+    @classmethod
+    def from_config(cls, tcfg: Any) -> "Budget":
+        return cls(int(tcfg.max_epoch), int(tcfg.max_update), float(tcfg.max_time_minutes), int(tcfg.patience))
 
 
 class TrainHook:
@@ -61,9 +79,6 @@ class TrainHook:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-BEST_PREFIX = "checkpoint.best_loss_"
-
-
 def epoch_checkpoints(run_dir: Path) -> list[tuple[Path, int]]:
     """(path, epoch) of every checkpoint<epoch>.pt in ``run_dir``, oldest first."""
     found = []
@@ -74,15 +89,17 @@ def epoch_checkpoints(run_dir: Path) -> list[tuple[Path, int]]:
     return sorted(found, key=lambda item: item[1])
 
 
-def best_checkpoints(run_dir: Path) -> list[tuple[Path, float]]:
-    """(path, validation loss) of every checkpoint.best_loss_<value>.pt, best first."""
+def best_checkpoints(run_dir: Path, metric: str = "loss") -> list[tuple[Path, float]]:
+    """(path, value) of every checkpoint.best_<metric>_<value>.pt, best first
+    (lowest loss, highest BLEU)."""
+    prefix = f"checkpoint.best_{metric}_"
     found = []
-    for path in Path(run_dir).glob(f"{BEST_PREFIX}*.pt"):
+    for path in Path(run_dir).glob(f"{prefix}*.pt"):
         try:
-            found.append((path, float(path.stem[len(BEST_PREFIX):])))
+            found.append((path, float(path.stem[len(prefix):])))
         except ValueError:
             continue
-    return sorted(found, key=lambda item: item[1])
+    return sorted(found, key=lambda item: -item[1] if metric == "bleu" else item[1])
 
 
 class StopTraining(Exception):
@@ -107,6 +124,7 @@ class Trainer:
         checkpoint_extra: Optional[Callable[[], dict[str, Any]]] = None,
         trainable: Optional[Iterable[nn.Parameter]] = None,
         schedule: Optional[Callable[[int], float]] = None,
+        budget: Optional[Budget] = None,
     ):
         self.cfg, self.tcfg, self.ocfg = cfg, cfg.trainer, cfg.optim
         self.run_dir = Path(run_dir)
@@ -123,6 +141,7 @@ class Trainer:
         self.state = TrainState()
         # Stages that continue a trained model pass their own (training.schedule.continuation_schedule).
         self.schedule = schedule or make_schedule(self.ocfg)
+        self.budget = budget or Budget.from_config(self.tcfg)
         params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params,
@@ -247,7 +266,7 @@ class Trainer:
         return dataset.collate(indices).to(self.device)
 
     def _should_stop(self) -> str:
-        s, t = self.state, self.tcfg
+        s, t = self.state, self.budget
         if t.max_update and s.num_updates >= t.max_update:
             return "max_update"
         if t.max_time_minutes and self._wall() >= t.max_time_minutes * 60:
@@ -374,14 +393,14 @@ class Trainer:
         return flag
 
     def _fit(self) -> TrainState:
-        s, t = self.state, self.tcfg
+        s, t, b = self.state, self.tcfg, self.budget
         self._fit_started, self._wall_before = time.perf_counter(), s.wall_seconds
         for hook in self.hooks:
             hook.on_fit_start(self)
         if self.is_main:
             self._log_plan()
         while not s.finished:
-            if t.max_epoch and s.epoch > t.max_epoch:
+            if b.max_epoch and s.epoch > b.max_epoch:
                 self._finish("max_epoch")
                 break
             batches = self.train_sampler.batches_for_epoch(s.epoch)
@@ -437,16 +456,16 @@ class Trainer:
                 self._finish(stop)
                 break
             self._end_of_epoch(complete=True)
-            if t.patience and s.bad_epochs >= t.patience:
+            if b.patience and s.bad_epochs >= b.patience:
                 self._finish("patience")
         return s
 
     def _log_plan(self) -> None:
         """What this run will do, before its first update: batches, schedule, budget."""
-        s, t = self.state, self.tcfg
-        per_epoch = math.ceil(len(self.train_sampler) / self.world_size / t.update_freq)
+        s, t = self.state, self.budget
+        per_epoch = math.ceil(len(self.train_sampler) / self.world_size / self.tcfg.update_freq)
         log.info("%d training pairs in %d batches of <= %d tokens: %d updates per epoch",
-                 len(self.train_data), len(self.train_sampler), t.max_tokens, per_epoch)
+                 len(self.train_data), len(self.train_sampler), self.tcfg.max_tokens, per_epoch)
         describe = getattr(self.schedule, "describe", lambda: type(self.schedule).__name__)
         log.info("LR schedule: %s; update %d trains at lr %.3g", describe(), s.num_updates,
                  self.schedule(s.num_updates))
@@ -468,14 +487,18 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_epoch_end(self)
         metrics = self.validate()
-        if self.tcfg.validate_bleu and self.is_main:
-            metrics["valid_bleu"] = self.validate_bleu()
+        by_bleu = self.tcfg.best_checkpoint_metric == "bleu"
+        if self.tcfg.validate_bleu or by_bleu:
+            metrics["valid_bleu"] = self._shared(self.validate_bleu() if self.is_main else 0.0)
         s.last_valid_loss = metrics["valid_loss"]
-        improved = s.last_valid_loss < s.best_valid_loss
-        if improved:
-            s.best_valid_loss, s.bad_epochs = s.last_valid_loss, 0
+        # checkpoint_best.pt and early stopping follow trainer.best_checkpoint_metric.
+        if by_bleu:
+            improved = metrics["valid_bleu"] > s.best_valid_bleu
+            s.best_valid_bleu = max(s.best_valid_bleu, metrics["valid_bleu"])
         else:
-            s.bad_epochs += 1
+            improved = s.last_valid_loss < s.best_valid_loss
+        s.best_valid_loss = min(s.best_valid_loss, s.last_valid_loss)
+        s.bad_epochs = 0 if improved else s.bad_epochs + 1
         s.wall_seconds = self._wall()
         metrics.update(
             epoch=s.epoch,
@@ -493,7 +516,7 @@ class Trainer:
                 metrics["valid_nll_loss"],
                 metrics["valid_ppl"],
                 s.best_valid_loss,
-                f", BLEU {metrics['valid_bleu']:.2f}" if "valid_bleu" in metrics else "",
+                f", BLEU {metrics['valid_bleu']:.2f} (best {s.best_valid_bleu:.2f})" if "valid_bleu" in metrics else "",
             )
             self.tracker.log_metrics(metrics, step=s.num_updates)
         if complete:
@@ -503,12 +526,21 @@ class Trainer:
             self.save("checkpoint_best.pt")
         self.save("checkpoint_last.pt")
         if complete:
-            self._keep_epoch_checkpoints(s.epoch - 1, s.last_valid_loss)
+            self._keep_epoch_checkpoints(s.epoch - 1, metrics["valid_bleu"] if by_bleu else s.last_valid_loss)
 
-    def _keep_epoch_checkpoints(self, epoch: int, valid_loss: float) -> None:
+    def _shared(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank (decisions such as early stopping must agree)."""
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t.item())
+
+    def _keep_epoch_checkpoints(self, epoch: int, value: float) -> None:
         """checkpoint<epoch>.pt of the last ``keep_last_epochs`` epochs and
-        checkpoint.best_loss_<value>.pt of the ``keep_best_checkpoints`` best:
-        what checkpoint averaging reads (fairseq's file names)."""
+        checkpoint.best_<metric>_<value>.pt of the ``keep_best_checkpoints`` best
+        by trainer.best_checkpoint_metric: what checkpoint averaging reads
+        (fairseq's file names)."""
         t = self.tcfg
         if not self.is_main:
             return
@@ -518,11 +550,12 @@ class Trainer:
                 if n <= epoch - t.keep_last_epochs:
                     path.unlink(missing_ok=True)
         if t.keep_best_checkpoints > 0:
-            best = best_checkpoints(self.run_dir)
-            worst_kept = best[t.keep_best_checkpoints - 1][1] if len(best) >= t.keep_best_checkpoints else math.inf
-            if valid_loss < worst_kept:
-                self.save(f"{BEST_PREFIX}{valid_loss:.4f}.pt")
-                for path, _ in best_checkpoints(self.run_dir)[t.keep_best_checkpoints :]:
+            metric, n = t.best_checkpoint_metric, t.keep_best_checkpoints
+            best = best_checkpoints(self.run_dir, metric)
+            sign = -1.0 if metric == "bleu" else 1.0  # lower sign*value is better
+            if len(best) < n or sign * value < sign * best[n - 1][1]:
+                self.save(f"checkpoint.best_{metric}_{value:.4f}.pt")
+                for path, _ in best_checkpoints(self.run_dir, metric)[n:]:
                     path.unlink(missing_ok=True)
 
     def _finish(self, reason: str) -> None:
