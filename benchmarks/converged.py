@@ -213,7 +213,7 @@ class Bench:
 
     def run_all(self) -> None:
         """Run ready tasks ``--jobs`` at a time until none is left (or none can become ready)."""
-        pending = self.tasks()
+        pending = [t for t in self.tasks() if any(word in t.name for word in self.args.only)]
         running: dict[Future, Task] = {}
         failed: list[str] = []
         lock = threading.Lock()
@@ -275,6 +275,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared/ folder holding data/iwslt14")
     ap.add_argument("--jobs", type=int, default=2, help="1-thread stages run at once")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", nargs="+", default=[""], help="run only the tasks whose name contains one of these")
     ap.add_argument("--smoke", action="store_true", help="4 updates per stage, 8 test sentences: proves every task runs")
     args = ap.parse_args()
     args.out, args.shared = args.out.expanduser().resolve(), args.shared.expanduser().resolve()

@@ -97,7 +97,8 @@ def test_recipe_on_tarball_gives_fairseq_splits(tarball: Path) -> None:
     text = read_iwslt14(tarball, "de", "en", valid_every=3)
     assert text.tok == EXPECTED_TOK
     assert text.raw["valid"] == {"de": ["Hallo Welt.", "Danke."], "en": ["Hello world.", "Thanks."]}
-    assert text.raw["test"]["en"][2] == "It's fine."  # ’ -> ' before tokenization
+    assert text.raw["test"]["en"][2] == "It’s fine."  # raw: untouched, the reference sacreBLEU scores against
+    assert text.tok["test"]["en"][2] == "it &apos;s fine ."  # tokenized after fairseq's ’ -> '
     assert text.test_files == ["IWSLT14.TEDX.dev2012.de-en", "IWSLT14.TED.tst2010.de-en"]
     assert text.stats == {"train_before_clean": 11, "train_after_clean": 8}
 

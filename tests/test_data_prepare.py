@@ -161,3 +161,47 @@ def test_preprocessed_shared_iwslt(tmp_path: Path) -> None:
     assert len(valid) == 7283 and int(valid.src_sizes.min()) >= 2
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     assert meta["config"]["source"] == str(IWSLT_BPE.resolve())
+
+
+def test_an_edited_corpus_is_not_mistaken_for_the_prepared_one(tmp_path: Path, caplog) -> None:
+    source = _raw_folder(tmp_path / "raw")
+    with caplog.at_level("INFO", logger="pet.data.prepare"):
+        prepare_data(_cfg(source), tmp_path / "prep")
+    assert "cleaning dropped 1 of 6 training pairs" in caplog.text
+    with open(source / "train.de", "a", encoding="utf-8") as de, open(source / "train.en", "a", encoding="utf-8") as en:
+        de.write("Noch ein Satz.\n")
+        en.write("One more sentence.\n")
+    with pytest.raises(DataError, match="source_contents"):
+        prepare_data(_cfg(source), tmp_path / "prep")
+    assert len(load_prepared(prepare_data(_cfg(source), tmp_path / "prep2")).split("train")) == 6
+
+
+def test_preprocessed_corpus_keeps_raw_references(tmp_path: Path) -> None:
+    bpe = tmp_path / "bpe"
+    bpe.mkdir()
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for split, (de, en) in RAW.items():
+        for lang, lines in (("de", de), ("en", en)):
+            (bpe / f"{split}.{lang}").write_text("\n".join(line.lower() for line in lines) + "\n", encoding="utf-8")
+    (raw / "test.de").write_text("\n".join(RAW["test"][0]) + "\n", encoding="utf-8")
+    (raw / "test.en").write_text("\n".join(RAW["test"][1]) + "\n", encoding="utf-8")
+    cfg = DataConfig(name="pre", kind="preprocessed", source=str(bpe), raw_source=str(raw))
+    data = load_prepared(prepare_data(cfg, tmp_path / "prep"))
+    assert data.lines("test", "en", "raw") == RAW["test"][1]
+    assert data.text_path("valid", "en", "raw") is None
+    (raw / "test.en").write_text("Only one line.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="same sentences in the same order"):
+        prepare_data(cfg, tmp_path / "prep_bad")
+
+
+def test_shared_iwslt_test_split_gets_its_raw_cased_references(tmp_path: Path) -> None:
+    if not (IWSLT_BPE / "test.en").exists():
+        pytest.skip(f"shared IWSLT'14 data not found at {IWSLT_BPE}")
+    cfg = DataConfig(name="iwslt", kind="preprocessed", source=str(IWSLT_BPE), raw_source=str(SHARED / "data/iwslt14/orig"))
+    data = load_prepared(prepare_data(cfg, tmp_path / "prep"))
+    raw = data.lines("test", "en", "raw")
+    tok = (SHARED / "data/iwslt14/tok/test.en").read_text(encoding="utf-8").splitlines()
+    assert len(raw) == len(tok) == 6750
+    assert raw[0].startswith("You know, one of the intense pleasures") and tok[0].startswith("you know , one of")
+    assert any("’" in line for line in raw) and sum(line != line.lower() for line in raw) > 6000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from pet.generation.scoring import detok_sacrebleu, detokenize, remove_bpe, tokenized_bleu
+from pet.generation.scoring import detokenize, remove_bpe, sacrebleu_scores, tokenized_bleu
 
 HYPS = [
     "the cat sat on the mat .",
@@ -30,7 +30,8 @@ def test_remove_bpe_follows_fairseq():
 
 def test_perfect_match_is_100():
     assert tokenized_bleu(REFS, REFS).score == pytest.approx(100.0)
-    assert detok_sacrebleu(REFS, REFS, "en").score == pytest.approx(100.0)
+    raw = [detokenize(r, "en") for r in REFS]
+    assert [x.score for x in sacrebleu_scores(REFS, raw, "en", lowercase=True)] == pytest.approx([100.0, 100.0])
 
 
 def test_tokenized_bleu_hand_computed():
@@ -61,19 +62,26 @@ def test_detokenize_undoes_moses_escapes():
     assert detokenize("a &#124; b &amp; c &lt; d &gt; &#91; x &#93;", "en") == "a | b & c < d > [x]"
 
 
-def test_detok_sacrebleu_matches_sacrebleu_and_signature():
-    ours = detok_sacrebleu(HYPS, REFS, "en")
+def test_sacrebleu_scores_detokenized_hypotheses_against_raw_references():
+    raw = ["The cat sat on a mat.", "A dog is in the garden and it is barking.",
+           "Yesterday we went to the market.", "I don't know what I should say."]
+    bleu, chrf = sacrebleu_scores(HYPS, raw, "en", lowercase=True)
     detok_h = [detokenize(h, "en") for h in HYPS]
-    detok_r = [detokenize(r, "en") for r in REFS]
-    direct = sacrebleu.corpus_bleu(detok_h, [detok_r], lowercase=True)
-    assert ours.score == pytest.approx(direct.score, abs=1e-9)
-    assert 0 < ours.score < 100
+    assert bleu.score == pytest.approx(sacrebleu.corpus_bleu(detok_h, [raw], lowercase=True).score, abs=1e-9)
+    direct_chrf = sacrebleu.metrics.CHRF(lowercase=True).corpus_score(detok_h, [raw])
+    assert chrf.score == pytest.approx(direct_chrf.score, abs=1e-9)
+    assert 0 < bleu.score < 100 and 0 < chrf.score < 100
     for part in ("nrefs:1", "tok:13a", "case:lc", "smooth:exp", f"version:{sacrebleu.__version__}"):
-        assert part in ours.signature
-    # Escaped tokenized hypothesis vs a plain detokenized reference: identical after detok.
-    assert detok_sacrebleu(["it &apos;s a &quot; te@@ st &quot; ."], ['It\'s a "test".'], "en", lowercase=False).score < 100
-    cased = detok_sacrebleu(["It &apos;s a &quot; te@@ st &quot; ."], ['It\'s a "test".'], "en")
-    assert cased.score == pytest.approx(100.0) and "case:mixed" in cased.signature
+        assert part in bleu.signature
+    assert "case:lc" in chrf.signature
+    cased, _ = sacrebleu_scores(HYPS, raw, "en", lowercase=False)
+    assert cased.score < bleu.score and "case:mixed" in cased.signature
+
+
+def test_typographic_apostrophe_is_reattached():
+    assert detokenize("I don ’ t know , it ’ s Sony ’ s money . The dogs ’ bowls .", "en") == \
+        "I don’t know, it’s Sony’s money. The dogs’ bowls."
+    assert detokenize("Gibt ’ s das ?", "de") == "Gibt’s das?"
 
 
 def test_length_mismatch_is_an_error():

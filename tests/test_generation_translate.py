@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from pet.generation.scoring import detokenize
 import torch
 from omegaconf import OmegaConf
 
@@ -97,11 +99,14 @@ def test_copy_model_scores_100_and_writes_fairseq_files(tmp_path):
     dataset = FakeDataset(corpus, corpus)
     d = FakeDictionary(WORDS)
     out = tmp_path / "gen" / "generate-test.txt"
-    result = translate_dataset(CopyModel(len(WORDS)), dataset, d, d, gen_cfg(max_tokens=40), "cpu", out_path=out)
+    raw = [detokenize(d.string(s[:-1], "@@ "), "en") for s in corpus]
+    result = translate_dataset(CopyModel(len(WORDS)), dataset, d, d, gen_cfg(max_tokens=40), "cpu", out_path=out,
+                               references=raw)
     assert result.n_sentences == 23
     assert result.bleu == pytest.approx(100.0)
-    assert result.sacrebleu == pytest.approx(100.0)
+    assert result.sacrebleu == pytest.approx(100.0) and result.chrf == pytest.approx(100.0)
     assert "nrefs:1" in result.sacrebleu_signature and "tok:13a" in result.sacrebleu_signature
+    assert translate_dataset(CopyModel(len(WORDS)), dataset, d, d, gen_cfg(max_tokens=40), "cpu").sacrebleu is None
     assert result.hyps == result.refs == [d.string(s[:-1], "@@ ") for s in corpus]
     assert result.n_generated_tokens == sum(len(s) for s in corpus)
     assert result.sentences_per_second > 0 and result.tokens_per_second > result.sentences_per_second
@@ -118,6 +123,7 @@ def test_copy_model_scores_100_and_writes_fairseq_files(tmp_path):
     assert (folder / "hyp.txt").read_text().splitlines() == result.hyps
     assert (folder / "ref.txt").read_text().splitlines() == result.refs
     assert "&apos;" not in (folder / "hyp.detok.txt").read_text()
+    assert (folder / "ref.raw.txt").read_text().splitlines() == raw
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -67,6 +67,14 @@ class DataConfig:
     tgt_lang: str = "en"
     # Folder, tarball or URL the raw or preprocessed text is read from.
     source: Optional[str] = None
+    # kind=preprocessed: the untouched text of those sentences (raw
+    # {split}.{lang} files, or IWSLT *.xml test files), which sacreBLEU and
+    # chrF score against. Without it they are not reported.
+    raw_source: Optional[str] = None
+    # Lowercase after tokenization (fairseq's IWSLT recipe does). The model
+    # then writes lowercase, so sacreBLEU/chrF score case-insensitively (their
+    # signature says case:lc). data.lowercase=false keeps case, and scores it.
+    # For kind=preprocessed it states whether the given text is lowercased.
     lowercase: bool = True
     moses_escape: bool = True
     bpe_merges: int = 10000

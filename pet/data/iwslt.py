@@ -82,15 +82,18 @@ def filter_train_tags(lines: list[str]) -> list[str]:
     return out
 
 
-def extract_segments(xml_text: str) -> list[str]:
-    """``grep '<seg id' | sed 's/<seg id="[0-9]*">\\s*//g; s/\\s*<\\/seg>\\s*//g; s/’/'/g'``."""
+def extract_segments(xml_text: str, fairseq_apostrophe: bool = True) -> list[str]:
+    """``grep '<seg id' | sed 's/<seg id="[0-9]*">\\s*//g; s/\\s*<\\/seg>\\s*//g; s/’/'/g'``.
+
+    ``fairseq_apostrophe=False`` keeps the segment text untouched (’ and all):
+    the raw reference sacreBLEU scores against."""
     out = []
     for line in split_lines(xml_text):
         if "<seg id" not in line:
             continue
         line = _SEG_OPEN.sub("", line)
         line = _SEG_CLOSE.sub("", line)
-        out.append(line.replace("\u2019", "'"))
+        out.append(line.replace("\u2019", "'") if fairseq_apostrophe else line)
     return out
 
 
@@ -251,42 +254,55 @@ def read_iwslt14(
     result.stats = {"train_before_clean": n_src, "train_after_clean": len(keep)}
 
     # ---- test text: <seg> lines of the dev/test XML files, in fairseq's order
-    per_lang: dict[str, list[str]] = {}
-    for lang in langs:
-        pattern = f"IWSLT14.TED*.{pair}.{lang}.xml"
-        per_lang[lang] = sorted(fnmatch.filter(files.names(), pattern), key=xml_order_key)
-    stems = {lang: [n[: -len(f".{lang}.xml")] for n in per_lang[lang]] for lang in langs}
-    if not per_lang[src_lang]:
-        raise DataError(f"{location}: no IWSLT14.TED*.{pair}.{src_lang}.xml test files; use the original de-en.tgz")
-    if stems[src_lang] != stems[tgt_lang]:
-        raise DataError(
-            f"{location}: test XML files differ between languages: {per_lang[src_lang]} vs {per_lang[tgt_lang]}; "
-            "every IWSLT14.TED*.xml file needs its counterpart in the other language"
-        )
-    result.raw["test"] = {lang: [] for lang in langs}
-    result.tok["test"] = {lang: [] for lang in langs}
-    for stem in stems[src_lang]:
-        segs = {}
-        paths = {}
-        for lang in langs:
-            paths[lang], text = files.read(f"{stem}.{lang}.xml")
-            segs[lang] = extract_segments(text)
-        if len(segs[src_lang]) != len(segs[tgt_lang]):
-            raise DataError(
-                f"{paths[src_lang]} has {len(segs[src_lang])} <seg> lines but {paths[tgt_lang]} has "
-                f"{len(segs[tgt_lang])}; the test files must be segment-aligned"
-            )
-        for lang in langs:
-            tok = MosesPipeline(lang, escape=escape, lowercase=lowercase)
-            result.raw["test"][lang].extend(segs[lang])
-            result.tok["test"][lang].extend(tok.tokenize_lines(segs[lang]))
-        result.test_files.append(stem)
+    raw_test, result.test_files = test_segments(files, pair, src_lang, tgt_lang)
+    result.raw["test"] = raw_test
+    result.tok["test"] = {
+        lang: MosesPipeline(lang, escape=escape, lowercase=lowercase).tokenize_lines(
+            [line.replace("\u2019", "'") for line in raw_test[lang]])
+        for lang in langs
+    }
     log.info(
         "iwslt14: %d training lines, %d after cleaning; train %d / valid %d / test %d pairs",
         n_src, len(keep), len(result.tok["train"][src_lang]), len(result.tok["valid"][src_lang]),
         len(result.tok["test"][src_lang]),
     )
     return result
+
+
+def test_segments(files: "_Files | Path", pair: str, src_lang: str, tgt_lang: str) -> tuple[dict[str, list[str]], list[str]]:
+    """The untouched ``<seg>`` lines of every IWSLT14.TED*.<pair>.<lang>.xml in
+    ``files`` (an archive, a folder, or the ``orig/`` folder of a prepared
+    copy), concatenated in fairseq's order; and the file stems read."""
+    langs = (src_lang, tgt_lang)
+    if isinstance(files, Path):
+        files = _Files(files, (pair, "-".join(reversed(pair.split("-")))))
+        names = set(files.names())
+        if not any(fnmatch.filter(names, f"IWSLT14.TED*.{pair}.{src_lang}.xml")):
+            pair = "-".join(reversed(pair.split("-")))
+    per_lang = {lang: sorted(fnmatch.filter(files.names(), f"IWSLT14.TED*.{pair}.{lang}.xml"), key=xml_order_key)
+                for lang in langs}
+    stems = {lang: [n[: -len(f".{lang}.xml")] for n in per_lang[lang]] for lang in langs}
+    if not per_lang[src_lang]:
+        raise DataError(f"{files.location}: no IWSLT14.TED*.{pair}.{src_lang}.xml test files; use the original de-en.tgz")
+    if stems[src_lang] != stems[tgt_lang]:
+        raise DataError(
+            f"{files.location}: test XML files differ between languages: {per_lang[src_lang]} vs {per_lang[tgt_lang]}; "
+            "every IWSLT14.TED*.xml file needs its counterpart in the other language"
+        )
+    raw: dict[str, list[str]] = {lang: [] for lang in langs}
+    for stem in stems[src_lang]:
+        segs, paths = {}, {}
+        for lang in langs:
+            paths[lang], text = files.read(f"{stem}.{lang}.xml")
+            segs[lang] = extract_segments(text, fairseq_apostrophe=False)
+        if len(segs[src_lang]) != len(segs[tgt_lang]):
+            raise DataError(
+                f"{paths[src_lang]} has {len(segs[src_lang])} <seg> lines but {paths[tgt_lang]} has "
+                f"{len(segs[tgt_lang])}; the test files must be segment-aligned"
+            )
+        for lang in langs:
+            raw[lang].extend(segs[lang])
+    return raw, stems[src_lang]
 
 
 def fetch_iwslt14(source: str | None, cache_dir: Path) -> Path:

@@ -18,6 +18,8 @@ Kinds (``DataConfig.kind``):
   lowercased if ``data.lowercase``, then joint BPE;
 * ``preprocessed``: ``data.source`` holds BPE text already (e.g. the shared
   ``iwslt14/bpe``); validated and copied, only dictionaries and ids are built;
+  ``data.raw_source`` (a folder of raw ``{split}.{lang}`` files, or of IWSLT
+  ``*.xml`` test files) gives the untouched references sacreBLEU needs;
 * ``demo``: :mod:`pet.data.demo_corpus` writes ``raw/``, then as
   ``parallel_text`` but without length-ratio cleaning (a one-word German
   number legitimately becomes four English words) and with at most
@@ -25,7 +27,9 @@ Kinds (``DataConfig.kind``):
 
 Idempotent and safe to interrupt: ``meta.json`` is written last and only
 after every other file was renamed into place, so a folder with ``meta.json``
-is complete. A matching fingerprint means "already done"; a different one is
+is complete. The fingerprint covers the config and the contents (sizes and
+SHA-256) of local source files, so an edited corpus is never mistaken for the
+prepared one. A matching fingerprint means "already done"; a different one is
 an error rather than a silent overwrite (other runs may be reading the folder).
 Concurrent prepares of one folder (a sweep starting N jobs) serialise on a
 lock file.
@@ -52,7 +56,7 @@ from pet.data.dataset import LanguagePairDataset
 from pet.data.demo_corpus import write_demo_corpus
 from pet.data.dictionary import Dictionary
 from pet.data.fileio import atomic_write_lines, atomic_write_text, read_lines
-from pet.data.iwslt import IWSLT14_URL, fetch_iwslt14, is_url, read_iwslt14
+from pet.data.iwslt import IWSLT14_URL, fetch_iwslt14, is_url, read_iwslt14, test_segments
 from pet.data.text import MosesPipeline, clean_pairs, lowercase
 from pet.errors import ConfigError, DataError
 
@@ -62,7 +66,7 @@ SPLITS = ("train", "valid", "test")
 KINDS = ("iwslt14", "parallel_text", "preprocessed", "demo")
 META_FORMAT = "pet-prepared-v1"
 # Bump when a change to this package changes prepared output for the same config.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 # The demo corpus has only a few hundred word types per language, mostly
 # compounds of ~40 number morphemes; 10k merges would memorise every whole
 # word (no subword sharing between "dreihundertvierundfünfzig" and
@@ -75,7 +79,7 @@ _TOKENIZE_FIELDS = ("lowercase", "moses_escape", "bpe_merges")
 FINGERPRINT_FIELDS: dict[str, tuple[str, ...]] = {
     "iwslt14": _COMMON_FIELDS + ("source",) + _TOKENIZE_FIELDS + ("max_train_len", "max_len_ratio", "valid_every"),
     "parallel_text": _COMMON_FIELDS + ("source",) + _TOKENIZE_FIELDS + ("max_train_len", "max_len_ratio"),
-    "preprocessed": _COMMON_FIELDS + ("source",),
+    "preprocessed": _COMMON_FIELDS + ("source", "raw_source"),
     "demo": _COMMON_FIELDS + _TOKENIZE_FIELDS + ("demo_train_size", "demo_valid_size", "demo_test_size", "seed"),
 }
 
@@ -101,13 +105,33 @@ def _config_name(cfg: DataConfig) -> str | None:
 
 
 def fingerprint_config(cfg: DataConfig) -> dict[str, Any]:
-    """The DataConfig fields that determine the prepared files for ``cfg.kind``."""
+    """The DataConfig fields that determine the prepared files for ``cfg.kind``,
+    and the contents of the local files they name."""
     _check_config(cfg)
     fields: dict[str, Any] = {"pipeline_version": PIPELINE_VERSION}
     for name in FINGERPRINT_FIELDS[cfg.kind]:
         value = _normalized_source(cfg) if name == "source" else getattr(cfg, name)
+        if name == "raw_source" and value:
+            value = str(Path(value).expanduser().resolve())
         fields[name] = value
+        if name in ("source", "raw_source") and value and not is_url(str(value)):
+            fields[f"{name}_contents"] = content_digest(Path(str(value)))
     return fields
+
+
+def content_digest(path: Path) -> str:
+    """SHA-256 over the names, sizes and bytes of ``path`` (a file, or every
+    file under a folder): what makes an edited corpus a different corpus."""
+    if not path.exists():
+        raise DataError(f"{path} does not exist; data.source (and data.raw_source) must name existing files or folders")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.relative_to(path) if f != path else f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _fingerprint(fields: Mapping[str, Any]) -> str:
@@ -190,6 +214,9 @@ def _moses(cfg: DataConfig, splits: Splits, *, clean: bool) -> tuple[Splits, Spl
             )
             stats["train_before_clean"] = len(t[src])
             stats["train_after_clean"] = len(keep)
+            log.info("cleaning dropped %d of %d training pairs (longer than data.max_train_len=%d tokens, empty, "
+                     "or length ratio above data.max_len_ratio=%g)", len(t[src]) - len(keep), len(t[src]),
+                     cfg.max_train_len, cfg.max_len_ratio)
             t = {src: t_src, tgt: t_tgt}
             r = {lang: [r[lang][k] for k in keep] for lang in (src, tgt)}
             if not keep:
@@ -227,6 +254,31 @@ def _raw_text(cfg: DataConfig, out_dir: Path) -> tuple[Splits, Splits, dict[str,
     splits = {s: {src: files[s].src, tgt: files[s].tgt} for s in SPLITS}
     raw, tok, stats = _moses(cfg, splits, clean=clean)
     return raw, tok, stats
+
+
+def _raw_references(cfg: DataConfig, bpe_text: Splits) -> Splits:
+    """The untouched text of whichever splits ``data.raw_source`` holds: raw
+    ``{split}.{lang}`` files, or IWSLT ``*.xml`` files (the test split, in
+    fairseq's order). Each must have the prepared split's number of lines."""
+    folder = Path(cfg.raw_source).expanduser().resolve()
+    langs = (cfg.src_lang, cfg.tgt_lang)
+    if any(folder.glob("IWSLT*.xml")):
+        raw, _ = test_segments(folder, f"{cfg.src_lang}-{cfg.tgt_lang}", *langs)
+        found: Splits = {"test": raw}
+    else:
+        found = {split: {lang: read_lines(folder / f"{split}.{lang}") for lang in langs} for split in SPLITS
+                 if all((folder / f"{split}.{lang}").is_file() for lang in langs)}
+    if not found:
+        raise DataError(f"data.raw_source={folder} holds no {{train,valid,test}}.{{{','.join(langs)}}} files "
+                        "and no IWSLT*.xml test files")
+    for split, by_lang in found.items():
+        for lang, lines in by_lang.items():
+            if len(lines) != len(bpe_text[split][lang]):
+                raise DataError(
+                    f"data.raw_source={folder} has {len(lines)} {split}.{lang} lines but data.source has "
+                    f"{len(bpe_text[split][lang])}; the raw references must be the same sentences in the same order"
+                )
+    return found
 
 
 def _bpe_merges(cfg: DataConfig) -> int:
@@ -284,6 +336,12 @@ def _prepare(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
             atomic_write_text(out_dir / "code", (source / "code").read_text(encoding="utf-8"))
             files.append("code")
         meta["bpe_merges"] = None
+        if cfg.raw_source:
+            (out_dir / "raw").mkdir(exist_ok=True)
+            for split, by_lang in _raw_references(cfg, bpe_text).items():
+                for lang, lines in by_lang.items():
+                    atomic_write_lines(out_dir / "raw" / f"{split}.{lang}", lines)
+                    files.append(f"raw/{split}.{lang}")
     else:
         raw, tok, stats = _raw_text(cfg, out_dir)
         meta["stats"] = stats

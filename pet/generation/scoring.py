@@ -1,20 +1,25 @@
-"""BLEU as the field reports it for IWSLT'14.
+"""BLEU as the field reports it for IWSLT'14, and standard sacreBLEU/chrF.
 
 * :func:`tokenized_bleu` — fairseq ``--remove-bpe``: BPE joined back, then BLEU
   on the whitespace-tokenized (Moses-tokenized, lowercased by preprocessing)
   text, no further tokenization and no smoothing, which is what fairseq's
   built-in scorer and ``multi-bleu.perl`` compute.
-* :func:`detok_sacrebleu` — Moses-detokenize hypotheses and references, then
-  sacreBLEU with its default 13a tokenization, reported with its signature.
+* :func:`sacrebleu_scores` — standard sacreBLEU and chrF: Moses-detokenized
+  hypotheses against the raw, untouched reference lines (never references
+  rebuilt from the tokenized, BPE'd text, whose ``<unk>`` and lost
+  characters would flatter or punish a system), 13a tokenization, reported
+  with their signatures. ``sacrebleu <raw refs> -i hyp.detok.txt [-lc]``
+  gives the same numbers.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Sequence
 
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics import BLEU, CHRF
 
 
 @dataclass
@@ -44,6 +49,9 @@ def _score(metric: BLEU, hyps: Sequence[str], refs: Sequence[str]) -> BleuScore:
     if len(hyps) != len(refs):
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
     result = metric.corpus_score(list(hyps), [list(refs)])
+    if isinstance(metric, CHRF):
+        return BleuScore(score=float(result.score), signature=str(metric.get_signature()), precisions=[], bp=1.0,
+                         sys_len=0, ref_len=0, text=str(result))
     return BleuScore(
         score=float(result.score),
         signature=str(metric.get_signature()),
@@ -75,27 +83,27 @@ def _detokenizer(lang: str):
     return MosesDetokenizer(lang=lang)
 
 
+# Moses splits the typographic apostrophe off both sides ("don ’ t", "Sony ’ s")
+# and its detokenizer leaves it so: re-attach it to the word before, and to a
+# clitic after (t, s, re, ve, ll, d, m: English and German contractions).
+_CLOSING_APOSTROPHE = re.compile(r"(?<=\w) ’")
+_CLITIC = re.compile(r"’ (?=(?:t|s|re|ve|ll|d|m|n|em)\b)", re.IGNORECASE)
+
+
 def detokenize(line: str, lang: str) -> str:
     """Moses detokenization; also undoes Moses escaping (``&apos;``, ``&quot;``,
-    ``&amp;``, ``&#124;``, ``&lt;``, ``&gt;``, ``&#91;``, ``&#93;``)."""
-    return _detokenizer(lang).detokenize(line.split(), return_str=True, unescape=True)
+    ``&amp;``, ``&#124;``, ``&lt;``, ``&gt;``, ``&#91;``, ``&#93;``) and re-attaches
+    the typographic apostrophe ’ as the tokenizer split it."""
+    text = _detokenizer(lang).detokenize(line.split(), return_str=True, unescape=True)
+    return _CLITIC.sub("’", _CLOSING_APOSTROPHE.sub("’", text))
 
 
-def detok_sacrebleu(
-    hyps: Sequence[str],
-    refs: Sequence[str],
-    lang: str,
-    lowercase: Optional[bool] = None,
-    bpe_symbol: Optional[str] = "@@ ",
-) -> BleuScore:
-    """sacreBLEU (13a tokenization) on Moses-detokenized text.
-
-    ``lowercase=None`` turns case-insensitive scoring on when every reference is
-    already lowercase (as after the IWSLT'14 recipe); the signature then says
-    ``case:lc``, so the number is never mistaken for a cased score.
-    """
-    hyps = [detokenize(remove_bpe(h, bpe_symbol), lang) for h in hyps]
-    refs = [detokenize(remove_bpe(r, bpe_symbol), lang) for r in refs]
-    if lowercase is None:
-        lowercase = all(r == r.lower() for r in refs)
-    return _score(BLEU(lowercase=lowercase), hyps, refs)
+def sacrebleu_scores(
+    hyps: Sequence[str], references: Sequence[str], lang: str, lowercase: bool, bpe_symbol: Optional[str] = "@@ "
+) -> tuple[BleuScore, BleuScore]:
+    """(sacreBLEU, chrF) of BPE'd, tokenized hypotheses, detokenized, against the
+    raw reference lines as they are. ``lowercase`` scores case-insensitively
+    (the signature says ``case:lc``): right when the model was trained on
+    lowercased text, which could never match a cased reference."""
+    detok = [detokenize(remove_bpe(h, bpe_symbol), lang) for h in hyps]
+    return _score(BLEU(lowercase=lowercase), detok, references), _score(CHRF(lowercase=lowercase), detok, references)

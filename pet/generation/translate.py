@@ -9,8 +9,10 @@ order -> tokenized BLEU and detokenized sacreBLEU -> optional files:
   ``D-id  score  detokenized text``, ``P-id  per-token scores``; scores are in
   base 2, as fairseq prints them;
 * next to it ``hyp.txt`` / ``ref.txt`` (BPE removed, tokenized: the text
-  tokenized BLEU is computed on) and ``hyp.detok.txt`` / ``ref.detok.txt`` (what
-  sacreBLEU scores, so ``sacrebleu ref.detok.txt < hyp.detok.txt`` reproduces it).
+  tokenized BLEU is computed on), ``hyp.detok.txt`` (the detokenized
+  hypotheses sacreBLEU and chrF score) and, when raw references are given,
+  ``ref.raw.txt`` (those references, untouched), so that
+  ``sacrebleu ref.raw.txt -i hyp.detok.txt [-lc]`` reproduces the numbers.
 
 Every file is written to a temporary name and renamed, so a killed job never
 leaves a half-written output that looks complete.
@@ -33,7 +35,7 @@ import torch
 
 from pet.data.batching import batch_by_size
 from pet.generation.beam_search import BeamSearch, Hypothesis
-from pet.generation.scoring import BleuScore, detok_sacrebleu, detokenize, tokenized_bleu
+from pet.generation.scoring import BleuScore, detokenize, sacrebleu_scores, tokenized_bleu
 
 BPE_SYMBOL = "@@ "
 
@@ -41,7 +43,7 @@ BPE_SYMBOL = "@@ "
 @dataclass
 class TranslationResult:
     bleu: float  # tokenized BLEU (fairseq --remove-bpe)
-    sacrebleu: Optional[float]  # detokenized sacreBLEU (None if cfg.sacrebleu is off)
+    sacrebleu: Optional[float]  # standard sacreBLEU against raw references (None without them)
     sacrebleu_signature: Optional[str]
     n_sentences: int
     seconds: float  # wall time of batching + decoding (not scoring or writing)
@@ -52,11 +54,15 @@ class TranslationResult:
     refs: list[str] = field(default_factory=list)
     bleu_detail: Optional[BleuScore] = None
     sacrebleu_detail: Optional[BleuScore] = None
+    chrf: Optional[float] = None
+    chrf_signature: Optional[str] = None
+    detok_hyps: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"BLEU4 = {self.bleu:.2f}"]
         if self.sacrebleu is not None:
             parts.append(f"sacreBLEU = {self.sacrebleu:.2f} ({self.sacrebleu_signature})")
+            parts.append(f"chrF = {self.chrf:.2f} ({self.chrf_signature})")
         parts.append(
             f"{self.n_sentences} sentences in {self.seconds:.1f}s "
             f"({self.sentences_per_second:.1f} sentences/s, {self.tokens_per_second:.1f} tokens/s)"
@@ -133,6 +139,8 @@ def translate_dataset(
     device: torch.device | str,
     out_path: Optional[str | os.PathLike] = None,
     tgt_lang: Optional[str] = None,
+    references: Optional[Sequence[str]] = None,
+    lowercase: bool = True,
     eos: int = 2,
     pad: int = 1,
     unk: int = 3,
@@ -143,6 +151,9 @@ def translate_dataset(
     ``collate(indices) -> Batch``); ``cfg`` a ``GenerationConfig``. The model
     must already be on ``device``; batches are moved there. ``tgt_lang``
     (Moses detokenizer language) defaults to ``dataset.tgt_lang`` or ``"en"``.
+    ``references``: the raw, untouched target lines of the whole split; with
+    them sacreBLEU and chrF are scored (case-insensitively if ``lowercase``,
+    i.e. when the model was trained on lowercased text), without them not.
     """
     device = torch.device(device)
     n_total = len(dataset)
@@ -186,7 +197,14 @@ def translate_dataset(
 
     bleu = tokenized_bleu(hyps, refs, bpe_symbol=None) if ids else None
     lang = tgt_lang or getattr(dataset, "tgt_lang", None) or "en"
-    sacre = detok_sacrebleu(hyps, refs, lang, bpe_symbol=None) if ids and _cfg(cfg, "sacrebleu", True) else None
+    detok_hyps = [detokenize(h, lang) for h in hyps]
+    sacre = chrf = None
+    raw_refs: Optional[list[str]] = None
+    if references is not None and ids and _cfg(cfg, "sacrebleu", True):
+        if len(references) != n_total:
+            raise ValueError(f"{len(references)} raw references for a split of {n_total} sentences")
+        raw_refs = [references[i] for i in ids]
+        sacre, chrf = sacrebleu_scores(detok_hyps, raw_refs, lang, lowercase, bpe_symbol=None)
 
     result = TranslationResult(
         bleu=bleu.score if bleu else 0.0,
@@ -201,9 +219,12 @@ def translate_dataset(
         refs=refs,
         bleu_detail=bleu,
         sacrebleu_detail=sacre,
+        chrf=chrf.score if chrf else None,
+        chrf_signature=chrf.signature if chrf else None,
+        detok_hyps=detok_hyps,
     )
     if out_path is not None:
-        _write_outputs(Path(out_path), ids, sources, best, hyps, refs, src_dict, lang, pad, eos)
+        _write_outputs(Path(out_path), ids, sources, best, hyps, refs, detok_hyps, raw_refs, src_dict, pad, eos)
     return result
 
 
@@ -214,13 +235,13 @@ def _write_outputs(
     best: dict[int, Hypothesis],
     hyps: list[str],
     refs: list[str],
+    detok_hyps: list[str],
+    raw_refs: Optional[list[str]],
     src_dict: Any,
-    lang: str,
     pad: int,
     eos: int,
 ) -> None:
     ln2 = math.log(2)
-    detok_hyps = [detokenize(h, lang) for h in hyps]
     lines: list[str] = []
     for sid, hyp_str, ref_str, detok in zip(ids, hyps, refs, detok_hyps):
         hypo = best[sid]
@@ -236,4 +257,5 @@ def _write_outputs(
     _write_atomic(folder / "hyp.txt", hyps)
     _write_atomic(folder / "ref.txt", refs)
     _write_atomic(folder / "hyp.detok.txt", detok_hyps)
-    _write_atomic(folder / "ref.detok.txt", [detokenize(r, lang) for r in refs])
+    if raw_refs is not None:
+        _write_atomic(folder / "ref.raw.txt", raw_refs)

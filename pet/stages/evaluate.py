@@ -27,6 +27,10 @@ def run(cfg: DictConfig) -> StageResult:
     check_same_vocab(ckpt, data, cfg.init_from)
     model = model_from_checkpoint(ckpt).to(device).eval()
     split = cfg.generation.split
+    raw = data.text_path(split, data.tgt_lang, "raw")
+    if raw is None:
+        log.warning("%s keeps no raw %s.%s: no sacreBLEU/chrF (they score against the untouched reference text; "
+                    "see data.raw_source)", data.path, split, data.tgt_lang)
     with tracked_run(cfg) as tracker:
         res = translate_dataset(
             model,
@@ -36,6 +40,8 @@ def run(cfg: DictConfig) -> StageResult:
             cfg.generation,
             device,
             out_path=rd / f"generate-{split}.txt",
+            references=data.lines(split, data.tgt_lang, "raw") if raw is not None else None,
+            lowercase=bool(cfg.data.lowercase),
         )
         metrics = {
             "bleu": res.bleu,
@@ -47,11 +53,12 @@ def run(cfg: DictConfig) -> StageResult:
             "parameters": model.num_parameters(),
         }
         if res.sacrebleu is not None:
-            metrics["sacrebleu"] = res.sacrebleu
+            metrics["chrf"] = res.chrf
         else:
             metrics.pop("sacrebleu")
         tracker.log_metrics(metrics)
-        tracker.set_tags({"sacrebleu_signature": res.sacrebleu_signature or "", "checkpoint": str(cfg.init_from)})
+        tracker.set_tags({"sacrebleu_signature": res.sacrebleu_signature or "", "chrf_signature": res.chrf_signature or "",
+                          "checkpoint": str(cfg.init_from)})
         tracker.log_artifact(rd / f"generate-{split}.txt")
         log.info("%s (tokenized BLEU with BPE removed): %s", split, res.summary())
         result = StageResult(
@@ -59,7 +66,8 @@ def run(cfg: DictConfig) -> StageResult:
             metric_name="bleu",
             metric=res.bleu,
             checkpoint=str(cfg.init_from),
-            metrics={**metrics, "sacrebleu_signature": res.sacrebleu_signature},
+            metrics={**metrics, "sacrebleu_signature": res.sacrebleu_signature, "chrf_signature": res.chrf_signature,
+                     "references": str(raw) if raw is not None else None},
             run_id=tracker.run_id,
         )
         write_result(rd, result)
