@@ -251,7 +251,16 @@ class Bench:
 
 
 def epoch_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(epoch, updates, valid loss, valid nll) of each completed epoch, from the stage's log."""
+    """(epoch, updates, valid loss, valid nll) of each completed epoch: the
+    checkpoint's own record, or the stage's log for runs that predate it."""
+    last = run_dir / "checkpoint_last.pt"
+    if last.exists():
+        from pet.checkpoint import load_checkpoint
+
+        curve = load_checkpoint(last)["trainer"].get("curve")
+        if curve:
+            return [{"epoch": c["epoch"], "updates": c["updates"], "valid_loss": c["valid_loss"],
+                     "valid_nll": c["valid_nll_loss"]} for c in curve if c.get("complete", True)]
     log = run_dir / "stage.log"
     if not log.exists():
         return []

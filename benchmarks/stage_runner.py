@@ -34,7 +34,7 @@ def run_pet_stage(name: str, run_dir: Path, overrides: list[str], threads: int) 
     print(f"[run ] {name}: {' '.join(cmd[3:])}", flush=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     started = time.perf_counter()
-    with open(run_dir / "stage.log", "w") as log:
+    with open(run_dir / "stage.log", "a") as log:  # a resumed stage adds to its log
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:

@@ -79,6 +79,28 @@ def test_multirun_runs_every_combination(tmp_path):
     assert "#1 : stage=summary model=transformer_small" in r.stdout + r.stderr
     jobs = sorted(p.name for p in (tmp_path / "sweeps" / "summary").iterdir() if p.is_dir())
     assert [j for j in jobs if j.startswith("data.")] == [
-        "data.src_vocab_size=100,data.tgt_vocab_size=120,model=transformer_small",
-        "data.src_vocab_size=100,data.tgt_vocab_size=120,model=transformer_tiny",
+        "data.src_vocab_size:100+data.tgt_vocab_size:120+model:transformer_small",
+        "data.src_vocab_size:100+data.tgt_vocab_size:120+model:transformer_tiny",
     ]
+
+
+def test_a_checkpoint_carries_its_data_and_its_folder_can_be_passed_back(tmp_path):
+    """init_from=<checkpoint> alone evaluates on the corpus it was trained on;
+    the printed run folder (and the stage's `latest` link) parse as init_from."""
+    small = ["data.demo_train_size=300", "data.demo_valid_size=30", "data.demo_test_size=30", "data.bpe_merges=150"]
+    r = run_pet("stage=pretrain", "model=transformer_tiny", "model.encoder_embed_dim=32", "model.decoder_embed_dim=32",
+                "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64", "trainer.max_epoch=1", *small,
+                "tracking=none", f"paths.output_root={tmp_path}")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    folder = next(line.split(": ", 1)[1] for line in r.stdout.splitlines() if "run folder:" in line)
+    assert "=" not in folder and "," not in folder
+    latest = tmp_path / "runs" / "pretrain" / "latest"
+    assert latest.resolve() == __import__("pathlib").Path(folder).resolve()
+    for ckpt in (f"{folder}/checkpoint_best.pt", f"{latest}/checkpoint_best.pt"):
+        # the default data config (a 6,000-pair demo) would not match the prepared 300-pair folder
+        r = run_pet("stage=evaluate", f"init_from={ckpt}", "tracking=none", f"paths.output_root={tmp_path}")
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "checkpoint:" in r.stdout
+    r = run_pet("stage=evaluate", f"init_from={latest}/checkpoint_best.pt", "data=iwslt14_shared", "tracking=none",
+                f"paths.output_root={tmp_path}")
+    assert r.returncode == 2 and "drop the data settings" in r.stdout + r.stderr

@@ -63,6 +63,9 @@ def test_pretrain_learns_and_rerun_is_a_noop(demo_root, tmp_path):
     first = run_stage(cfg)
     ckpt = load_checkpoint(tmp_path / "checkpoint_last.pt")
     assert ckpt["trainer"]["finished"] and ckpt["trainer"]["epoch"] == 4
+    curve = ckpt["trainer"]["curve"]  # the learning curve travels with the checkpoint
+    assert [c["epoch"] for c in curve] == [1, 2, 3] and first.metrics["valid_curve"] == curve
+    assert min(c["valid_loss"] for c in curve) == first.metrics["best_valid_loss"]
     assert first.metrics["best_valid_loss"] < 7.0  # log2(vocab) ~ 8+ for an untrained model
     mtime = (tmp_path / "checkpoint_last.pt").stat().st_mtime
     again = run_stage(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -10,12 +11,18 @@ from omegaconf import OmegaConf
 MAX_DIRNAME = 120
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:+@-]")
+
+
 def run_dirname(overrides: str) -> str:
-    """A run folder name from the job's overrides: deterministic (so re-running a
-    command finds its checkpoint), one path component (values like
-    ``init_from=a/b.pt`` would otherwise nest folders) and short enough for any
-    filesystem (a long override list is cut and suffixed with its hash)."""
-    name = overrides.replace("/", "_") or "default"
+    """A run folder name from the job's overrides (``a=1,b=2`` -> ``a:1+b:2``):
+    deterministic (so re-running a command finds its checkpoint), one path
+    component (values like ``init_from=a/b.pt`` would otherwise nest folders),
+    free of the characters a Hydra override cannot hold unquoted (``=``, ``,``,
+    brackets, quotes), so that the path can be passed back as ``init_from=...``,
+    and short enough for any filesystem (a long override list is cut and
+    suffixed with its hash)."""
+    name = _UNSAFE.sub("_", overrides.replace("=", ":").replace(",", "+")) or "default"
     if len(name) <= MAX_DIRNAME:
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:10]

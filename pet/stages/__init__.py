@@ -10,7 +10,7 @@ import importlib
 
 from omegaconf import DictConfig
 
-from pet.stages.common import StageResult
+from pet.stages.common import StageResult, announce, with_checkpoint_data
 
 STAGE_MODULES = {
     "prepare": "pet.stages.prepare",
@@ -27,4 +27,7 @@ STAGE_MODULES = {
 
 def run_stage(cfg: DictConfig) -> StageResult:
     module = importlib.import_module(STAGE_MODULES[cfg.stage.name])
-    return module.run(cfg)
+    cfg = with_checkpoint_data(cfg)
+    result = module.run(cfg)
+    announce(cfg, result)
+    return result

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
+import os
 import logging
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -12,8 +14,9 @@ from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from pet.checkpoint import atomic_write_text
-from pet.errors import CheckpointError
+from pet.checkpoint import atomic_write_text, load_checkpoint
+from pet.config.schema import DataConfig
+from pet.errors import CheckpointError, ConfigError
 from pet.tracking import NullTracker, make_tracker
 from pet.runtime import is_main_process
 from pet.training.preemption import Preempted
@@ -62,6 +65,55 @@ def check_same_vocab(ckpt: dict[str, Any], data: Any, ckpt_path: str) -> None:
             f"({len(ckpt['src_dict'])}/{len(ckpt['tgt_dict'])} vs {len(data.src_dict)}/{len(data.tgt_dict)} types); "
             "use the data config it was trained on"
         )
+
+
+# Stages that start from a checkpoint and read data: they run on the
+# checkpoint's own data config unless the command line names one.
+FROM_CHECKPOINT = ("evaluate", "prune", "finetune", "distill")
+
+
+def command_line_overrides() -> Optional[list[str]]:
+    """This job's command-line overrides; None when composed in code (tests, benchmarks)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
+
+
+def _data_checkpoint(cfg: DictConfig) -> Optional[str]:
+    if cfg.init_from and not (cfg.stage.name == "distill" and cfg.distill.from_scratch):
+        return str(cfg.init_from)
+    teacher = cfg.distill.teacher if cfg.stage.name == "distill" else None
+    return str(teacher) if teacher and not str(teacher).startswith("@") else None
+
+
+def with_checkpoint_data(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``data`` set to what its checkpoint was trained on, so that
+    ``init_from=<checkpoint>`` alone is enough; an explicit ``data`` setting on
+    the command line stays, and must name the same corpus."""
+    if cfg.stage.name not in FROM_CHECKPOINT:
+        return cfg
+    path = _data_checkpoint(cfg)
+    if path is None or not Path(path).is_file():
+        return cfg  # the stage itself says what is missing
+    trained = (load_checkpoint(path).get("config") or {}).get("data")
+    overrides = command_line_overrides()
+    if not trained or overrides is None:
+        return cfg
+    if any(o.lstrip("+~").startswith(("data=", "data.")) for o in overrides):
+        mine = (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang)
+        theirs = (trained.get("name"), trained.get("src_lang"), trained.get("tgt_lang"))
+        if mine != theirs:
+            raise ConfigError(
+                f"{path} was trained on data {theirs[0]} ({theirs[1]}->{theirs[2]}), but this command asks for "
+                f"{mine[0]} ({mine[1]}->{mine[2]}); drop the data settings (the checkpoint knows its data) "
+                "or pass a checkpoint trained on that corpus"
+            )
+        return cfg
+    adopted = copy.deepcopy(cfg)
+    adopted.data = OmegaConf.merge(OmegaConf.structured(DataConfig), trained)
+    log.info("data: %s (%s->%s), the corpus %s was trained on", adopted.data.name, adopted.data.src_lang,
+             adopted.data.tgt_lang, path)
+    return adopted
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -114,3 +166,26 @@ def tracked_run(cfg: DictConfig, resume_run_id: Optional[str] = None) -> Iterato
     tracker.end("FINISHED")
     if run_id:
         log.info("tracked in %s (run %s)", tracker.where(), run_id)
+
+
+def announce(cfg: DictConfig, result: StageResult) -> None:
+    """Say where a finished stage left its work, and point ``latest`` at it.
+
+    ``<output_root>/runs/<run_name>/latest`` links the stage's newest run
+    folder, so ``init_from=outputs/runs/pretrain/latest/checkpoint_best.pt``
+    finds a model without copying its folder name.
+    """
+    if not is_main_process():
+        return
+    rd = Path(cfg.paths.run_dir).resolve()
+    runs = (Path(cfg.paths.output_root) / "runs" / str(cfg.run_name)).resolve()
+    if rd.parent == runs and rd.is_dir():
+        link = runs / "latest"
+        tmp = runs / f".latest-{os.getpid()}"
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(rd.name)
+            os.replace(tmp, link)
+    print(f"\n{result.stage} finished: {result.metric_name} = {result.metric}\n  run folder: {rd}", flush=True)
+    if result.checkpoint:
+        print(f"  checkpoint: {result.checkpoint}", flush=True)

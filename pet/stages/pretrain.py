@@ -129,6 +129,7 @@ def run(cfg: DictConfig) -> StageResult:
                 "train_tokens_per_s": state.target_tokens / max(state.train_seconds, 1e-9),
                 "stop_reason": state.stop_reason,
                 "parameters": model.num_parameters(),
+                "valid_curve": state.curve,
             },
             run_id=tracker.run_id,
         )

@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -48,6 +48,9 @@ class TrainState:
     finished: bool = False
     stop_reason: str = ""
     last_lr: float = 0.0  # rate of the last update (a continuing stage starts from it)
+    # one entry per validation: epoch, updates, valid loss/nll (and BLEU), the
+    # learning curve that travels with every checkpoint
+    curve: list = field(default_factory=list)
 
 
 @dataclass
@@ -499,6 +502,8 @@ class Trainer:
             improved = s.last_valid_loss < s.best_valid_loss
         s.best_valid_loss = min(s.best_valid_loss, s.last_valid_loss)
         s.bad_epochs = 0 if improved else s.bad_epochs + 1
+        s.curve.append({"epoch": s.epoch, "complete": complete, "updates": s.num_updates,
+                        **{k: metrics[k] for k in ("valid_loss", "valid_nll_loss", "valid_bleu") if k in metrics}})
         s.wall_seconds = self._wall()
         metrics.update(
             epoch=s.epoch,
