@@ -9,14 +9,12 @@ position for exact resumption. Nothing else is needed to rebuild the model.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pet.errors import CheckpointError
+from pet.errors import CheckpointError, brief
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "spec", "model", "src_dict", "tgt_dict")
@@ -58,10 +56,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # torch.load fails in many ways on a file it cannot read: all mean the same here
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "delete it and resume from another checkpoint or retrain"
+            f"{path} is not a readable pet checkpoint: corrupt, truncated or another kind of file "
+            f"({type(e).__name__}: {brief(e, 200)}); move it aside and use another checkpoint "
+            "(a run folder's checkpoint_best.pt is never replaced by a worse model, so retraining there is safe)"
         ) from e
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a pet checkpoint (missing keys {[k for k in REQUIRED_KEYS if k not in state]})")
@@ -82,5 +81,5 @@ def model_from_checkpoint(state: dict[str, Any]):
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not match its own spec: {str(e)[:300]}") from e
+        raise CheckpointError(f"checkpoint weights do not match its own spec: {brief(e)}") from e
     return model

@@ -47,6 +47,8 @@ class NullTracker:
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None: ...
     def log_artifact(self, path: str | Path) -> None: ...
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_text(self, text: str, name: str) -> None: ...
+    def close_if_running(self, run_id: str, status: str = "KILLED") -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
     def where(self) -> str:
@@ -109,6 +111,20 @@ class MlflowTracker(NullTracker):
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
 
+    def log_text(self, text: str, name: str) -> None:
+        """``text`` as the artifact ``name`` of the active run (e.g. the resolved config)."""
+        self._mlflow.log_text(text, name)
+
+    def close_if_running(self, run_id: str, status: str = "KILLED") -> None:
+        client = self._mlflow.MlflowClient()
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # deleted, or from another store: nothing to close
+            return
+        if run.info.status == "RUNNING":
+            client.set_terminated(run_id, status=status)
+            log.warning("MLflow run %s was left RUNNING by a killed process; marked %s", run_id, status)
+
     def end(self, status: str = "FINISHED") -> None:
         if self.run_id is not None:
             self._mlflow.end_run(status=status)
@@ -150,3 +166,19 @@ def finish_parent_run(cfg: Any, run_id: Optional[str], status: str = "FINISHED",
     for k, v in (metrics or {}).items():
         client.log_metric(run_id, k, float(v))
     client.set_terminated(run_id, status=status)
+
+
+def reopen_parent_run(cfg: Any, run_id: str) -> bool:
+    """Mark an earlier parent run RUNNING again (a re-run pipeline keeps its
+    children under one parent); False if the store no longer has it."""
+    if cfg.backend == "none":
+        return False
+    import mlflow
+
+    mlflow.set_tracking_uri(absolute_uri(cfg.uri))
+    client = mlflow.MlflowClient()
+    try:
+        client.update_run(run_id, status="RUNNING")
+    except Exception:
+        return False
+    return True

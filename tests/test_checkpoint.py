@@ -25,8 +25,11 @@ def test_missing_truncated_and_foreign_files_give_clear_errors(tmp_path):
     save_checkpoint(state_of(small_model()), tmp_path / "m.pt")
     data = (tmp_path / "m.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
         load_checkpoint(tmp_path / "cut.pt")
+    (tmp_path / "notes.txt").write_text("e" * 101 + "\nnot a checkpoint at all\n")
+    with pytest.raises(CheckpointError, match="not a readable pet checkpoint"):
+        load_checkpoint(tmp_path / "notes.txt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a pet checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
@@ -45,3 +48,12 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
         save_checkpoint(state_of(small_model(seed=2)), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_a_long_wrapped_message_is_cut_at_a_clause_not_mid_word():
+    from pet.errors import brief
+
+    msg = "size mismatch for encoder.layers.0.fc1.weight: copying a param with shape [512, 256] from checkpoint, " * 5
+    short = brief(ValueError(msg), 120)
+    assert len(short) <= 124 and short.endswith(" ...") and short[:-4].rstrip().endswith(",")
+    assert brief(ValueError("short one\nsecond line")) == "short one"

@@ -104,3 +104,19 @@ def test_a_checkpoint_carries_its_data_and_its_folder_can_be_passed_back(tmp_pat
     r = run_pet("stage=evaluate", f"init_from={latest}/checkpoint_best.pt", "data=iwslt14_shared", "tracking=none",
                 f"paths.output_root={tmp_path}")
     assert r.returncode == 2 and "drop the data settings" in r.stdout + r.stderr
+
+
+def test_flops_say_what_they_count():
+    from pet.pruning.report import format_report
+
+    r = run_pet("stage=summary", "model=transformer_tiny", "data.src_vocab_size=100", "data.tgt_vocab_size=100",
+                "tracking=none")
+    assert "greedy decoding (beam 1)" in r.stdout
+    rows = {"params_before": 10, "params_after": 5, "params_kept": 0.5, "flops_per_tgt_token_before": 4e6,
+            "flops_per_tgt_token_after": 2e6, "flop_ideal_speedup": 2.0, "flops_beam": 5, "flops_length": 25,
+            "ms_per_sentence_b64_before": 10.0, "ms_per_sentence_b64_after": 2.0, "measured_speedup_b64": 5.0,
+            "speedup_vs_ideal_b64": 2.5}
+    text = format_report("t", rows)
+    assert "all 5 beam hypotheses, 25 -> 25 tokens" in text and "faster than FLOP-ideal" in text
+    rows.update(ms_per_sentence_b64_after=6.0, measured_speedup_b64=10 / 6, speedup_vs_ideal_b64=10 / 12)
+    assert "faster than FLOP-ideal" not in format_report("t", rows)

@@ -43,6 +43,7 @@ def test_every_experiment_composes(experiment, tmp_path):
         ("trainer.device=tpu", "trainer.device='tpu' is not valid"),
         ("model.encoder_heads=3", "not divisible by model.encoder_heads=3"),
         ("pruning.compression_rate=1.0", "pruning.compression_rate=1.0 is out of range"),
+        ("trainer.max_tokens=-5", "trainer.max_tokens=-5 is out of range; allowed: [1, inf)"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(override, message, tmp_path):

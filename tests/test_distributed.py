@@ -1,4 +1,6 @@
-"""DistributedDataParallel on 2 gloo processes = one process on the same global batch."""
+"""DistributedDataParallel on 2 gloo processes = one process on the same global batches,
+for an epoch whose batch count the world size does not divide (no rank waits for a
+collective the others never reach), across epoch ends, in pretrain and in prune."""
 
 import os
 import socket
@@ -11,10 +13,9 @@ import torch.multiprocessing as mp
 from pet.checkpoint import load_checkpoint
 from tests.conftest import DEMO_DATA, compose_cfg
 
-TRAIN = [*DEMO_DATA, "stage=pretrain", "model=transformer_tiny", "model.encoder_embed_dim=32",
-         "model.decoder_embed_dim=32", "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64",
-         "model.dropout=0", "trainer.max_tokens=600", "optim.warmup_updates=5", "optim.lr=2e-3",
-         "trainer.max_update=4", "trainer.log_interval=1", "trainer.num_threads=1"]
+BASE = [*DEMO_DATA, "model=transformer_tiny", "model.encoder_embed_dim=32", "model.decoder_embed_dim=32",
+        "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64", "model.dropout=0", "optim.warmup_updates=5",
+        "optim.lr=2e-3", "trainer.log_interval=1", "trainer.num_threads=1"]
 
 
 def free_port() -> int:
@@ -23,31 +24,74 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(root, run_dir, update_freq):
+def odd_max_tokens(root) -> int:
+    """A batch budget that cuts the demo's training split into an odd number of batches."""
+    from pet.data.batching import TokenBatchSampler
+    from pet.stages.common import load_data
+
+    train = load_data(compose_cfg(root, *DEMO_DATA, "stage=pretrain")).split("train")
+    for max_tokens in range(600, 900, 10):
+        n = len(TokenBatchSampler(train.src_sizes, train.tgt_sizes, max_tokens, batch_size_multiple=8))
+        if n % 2:
+            return max_tokens
+    raise AssertionError("no odd batch count found")
+
+
+def run(root, overrides, update_freq):
     from pet.stages import run_stage
 
-    cfg = compose_cfg(root, *TRAIN, f"trainer.update_freq={update_freq}", f"paths.run_dir={run_dir}")
-    return run_stage(cfg)
+    return run_stage(compose_cfg(root, *BASE, *overrides, f"trainer.update_freq={update_freq}"))
 
 
-def ddp_worker(rank, world, port, root, run_dir):
+def ddp_worker(rank, world, port, root, overrides):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        train(root, run_dir, update_freq=1)
+        run(root, overrides, update_freq=1)
     finally:
         dist.destroy_process_group()
 
 
-def test_ddp_on_two_gloo_processes_matches_single_process(demo_root, tmp_path):
-    single = train(demo_root, tmp_path / "single", update_freq=2)
-    mp.spawn(ddp_worker, args=(2, free_port(), demo_root, tmp_path / "ddp"), nprocs=2, join=True)
+def spawn_ddp(root, overrides, seconds=600):
+    """Two gloo ranks; a hang (ranks out of step in their collectives) fails the test instead of stalling it."""
+    import time
+
+    ctx = mp.spawn(ddp_worker, args=(2, free_port(), root, overrides), nprocs=2, join=False)
+    deadline = time.monotonic() + seconds
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"DDP ranks still running after {seconds}s: a collective is waiting on a rank that left")
+
+
+def same_model(a, b):
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, atol=3e-5, rtol=1e-4, msg=f"{name} differs")
+
+
+def test_ddp_with_an_odd_batch_count_matches_one_process(demo_root, tmp_path):
+    max_tokens = odd_max_tokens(demo_root)
+    train = ["stage=pretrain", f"trainer.max_tokens={max_tokens}", "trainer.max_epoch=2"]
+    single = run(demo_root, [*train, f"paths.run_dir={tmp_path}/single"], update_freq=2)
+    spawn_ddp(demo_root, [*train, f"paths.run_dir={tmp_path}/ddp"])
     a = load_checkpoint(tmp_path / "single" / "checkpoint_last.pt")
     b = load_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")
-    assert a["trainer"]["num_updates"] == b["trainer"]["num_updates"] == 4
+    assert a["trainer"]["num_updates"] == b["trainer"]["num_updates"] and a["trainer"]["epoch"] == 3
     assert b["trainer"]["target_tokens"] == a["trainer"]["target_tokens"]  # same global batches
-    for name, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][name], tensor, atol=2e-5, rtol=1e-4, msg=f"{name} differs")
-    assert abs(a["trainer"]["last_valid_loss"] - b["trainer"]["last_valid_loss"]) < 1e-4
+    same_model(a, b)
     assert single.metric == pytest.approx(b["trainer"]["best_valid_loss"], abs=1e-4)
+
+    # prune: the same shrink schedule (steps counted alike on every rank) and the same pruned model
+    prune = ["stage=prune", f"trainer.max_tokens={max_tokens}", "pruning.pruning_period=2", "shrink.unit=step",
+             "pruning.importance_batches=2", "pruning.report_latency=false", "pruning.report_bleu=false",
+             f"init_from={tmp_path}/single/checkpoint_best.pt"]
+    run(demo_root, [*prune, f"paths.run_dir={tmp_path}/prune_single"], update_freq=2)
+    spawn_ddp(demo_root, [*prune, f"paths.run_dir={tmp_path}/prune_ddp"])
+    pa = load_checkpoint(tmp_path / "prune_single" / "checkpoint_last.pt")
+    pb = load_checkpoint(tmp_path / "prune_ddp" / "checkpoint_last.pt")
+    assert pa["hooks"] == pb["hooks"] and pa["hooks"][0]["done"] == pa["hooks"][0]["total"] > 0
+    same_model(pa, pb)
+    same_model(load_checkpoint(tmp_path / "prune_single" / "checkpoint_pruned.pt"),
+               load_checkpoint(tmp_path / "prune_ddp" / "checkpoint_pruned.pt"))

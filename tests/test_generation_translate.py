@@ -7,14 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pet.generation.scoring import detokenize
 import torch
 from omegaconf import OmegaConf
 
 from pet.config.schema import GenerationConfig
 from pet.data.batch import Batch
-from pet.generation.scoring import remove_bpe
+from pet.generation.scoring import detokenize, remove_bpe
 from pet.generation.translate import length_sorted_batches, translate_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -162,3 +160,15 @@ def test_unk_in_reference_never_matches():
     result = translate_dataset(CopyModel(len(WORDS)), FakeDataset(corpus, corpus), d, d, gen_cfg(), "cpu")
     assert result.refs[0] == "the <<unk>> sat on the mat ." and result.hyps[0] == "the <unk> sat on the mat ."
     assert result.bleu < 100
+
+
+def test_a_source_longer_than_the_model_is_truncated_not_fatal(caplog):
+    corpus = random_corpus(5, seed=3)
+    corpus[2] = corpus[2][:-1] * 400 + [EOS]  # thousands of tokens
+    model = tiny_model(seed=1, vocab=len(WORDS))
+    d = FakeDictionary(WORDS)
+    assert len(corpus[2]) > model.spec.max_positions
+    with caplog.at_level("WARNING"):
+        result = translate_dataset(model, FakeDataset(corpus, corpus), d, d, gen_cfg(beam=2, max_len_b=3), "cpu")
+    assert result.n_sentences == 5 and result.n_truncated == 1
+    assert "1 source sentence(s) longer than the model" in caplog.text

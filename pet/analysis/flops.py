@@ -319,13 +319,15 @@ def format_flops(report: FlopsReport) -> str:
     from pet.analysis.params import format_count
 
     r = report
-    beam = f", beam {r.beam}" if r.beam > 1 else ""
+    search = "greedy decoding (beam 1)" if r.beam == 1 else f"beam {r.beam}, all hypotheses counted"
     lines = [
-        f"FLOPs (matrix products, multiply-add = 2) for one sentence: {r.src_len} source -> {r.tgt_len} target tokens{beam}",
+        f"FLOPs (matrix products, multiply-add = 2) for one sentence: {r.src_len} source -> {r.tgt_len} target tokens, "
+        f"{search}",
         f"  encoder per source token   {format_count(r.encoder_per_src_token):>10}",
         f"  decoder per target token   {format_count(r.decoder_per_tgt_token):>10}"
         f"   (step 1 {format_count(r.decoder_step_flops[0])}, step {r.tgt_len} {format_count(r.decoder_step_flops[-1])})",
-        f"  total per target token     {format_count(r.total_per_tgt_token):>10}   (encoder + decoder, per sentence / {r.tgt_len})",
+        f"  total per target token     {format_count(r.total_per_tgt_token):>10}   (encoder + decoder, per sentence / "
+        f"{r.tgt_len}, beam {r.beam})",
         f"  total per sentence         {format_count(r.total_flops):>10}",
         "  breakdown (encoder per source token, decoder per target token):",
     ]

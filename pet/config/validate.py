@@ -104,8 +104,8 @@ def validate(cfg: DictConfig) -> None:
         too_low = low is not None and (value < low if low_inc else value <= low)
         too_high = high is not None and (value > high if high_inc else value >= high)
         if too_low or too_high:
-            lo = "-inf" if low is None else f"{'[' if low_inc else '('}{low}"
-            hi = "inf" if high is None else f"{high}{']' if high_inc else ')'}"
+            lo = "(-inf" if low is None else f"{'[' if low_inc else '('}{low}"
+            hi = "inf)" if high is None else f"{high}{']' if high_inc else ')'}"
             raise ConfigError(f"{key}={value!r} is out of range; allowed: {lo}, {hi}")
     m = cfg.model
     for side in ("encoder", "decoder"):

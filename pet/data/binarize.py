@@ -23,7 +23,7 @@ import torch
 
 from pet.data.dictionary import Dictionary
 from pet.data.fileio import atomic_open
-from pet.errors import DataError
+from pet.errors import DataError, brief
 
 FORMAT = "pet-ids-v1"
 
@@ -105,7 +105,7 @@ def load_binarized(path: str | os.PathLike[str], dictionary: Dictionary | None =
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated or foreign file: one readable line
-        raise DataError(f"{path}: unreadable ids file ({err}); delete the data folder and prepare again") from None
+        raise DataError(f"{path}: unreadable ids file ({brief(err)}); delete the data folder and prepare again") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DataError(f"{path}: not a pet ids file ({FORMAT}); delete the data folder and prepare again")
     arr = TokenArray(

@@ -40,7 +40,7 @@ from pathlib import Path
 from pet.data.fileio import split_lines
 from pet.data.text import MosesPipeline, clean_pairs
 from pet.data.text import lowercase as lowercase_line
-from pet.errors import DataError
+from pet.errors import DataError, brief
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def download(url: str, cache_dir: Path) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as err:
         tmp.unlink(missing_ok=True)
         raise DataError(
-            f"could not download {url}: {err}; download it by hand and set data.source to the "
+            f"could not download {url}: {brief(err)}; download it by hand and set data.source to the "
             "local de-en.tgz (or its unpacked folder)"
         ) from None
     return dest
@@ -170,7 +170,7 @@ class _Files:
                         self._data[name] = fobj.read()
         except (tarfile.TarError, EOFError, OSError) as err:
             raise DataError(
-                f"{path}: not a readable tar archive ({err}); delete it and download de-en.tgz again"
+                f"{path}: not a readable tar archive ({brief(err)}); delete it and download de-en.tgz again"
             ) from None
 
     def names(self) -> list[str]:

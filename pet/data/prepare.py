@@ -58,7 +58,7 @@ from pet.data.dictionary import Dictionary
 from pet.data.fileio import atomic_write_lines, atomic_write_text, read_lines
 from pet.data.iwslt import IWSLT14_URL, fetch_iwslt14, is_url, read_iwslt14, test_segments
 from pet.data.text import MosesPipeline, clean_pairs, lowercase
-from pet.errors import ConfigError, DataError
+from pet.errors import ConfigError, DataError, brief
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _read_meta(out_dir: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise DataError(f"{path} is unreadable ({err}); delete {out_dir} and prepare again") from None
+        raise DataError(f"{path} is unreadable ({brief(err)}); delete {out_dir} and prepare again") from None
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
         raise DataError(f"{path} was not written by this version of pet; delete {out_dir} and prepare again")
     return meta

@@ -21,6 +21,7 @@ leaves a half-written output that looks complete.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import sys
@@ -38,6 +39,7 @@ from pet.generation.beam_search import BeamSearch, Hypothesis
 from pet.generation.scoring import BleuScore, detokenize, sacrebleu_scores, tokenized_bleu
 
 BPE_SYMBOL = "@@ "
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class TranslationResult:
     refs: list[str] = field(default_factory=list)
     bleu_detail: Optional[BleuScore] = None
     sacrebleu_detail: Optional[BleuScore] = None
+    n_truncated: int = 0  # sources cut to the model's max_positions
     chrf: Optional[float] = None
     chrf_signature: Optional[str] = None
     detok_hyps: list[str] = field(default_factory=list)
@@ -162,6 +165,14 @@ def translate_dataset(
     batches = length_sorted_batches(
         dataset.src_sizes, range(n), int(_cfg(cfg, "max_tokens", 0)), int(_cfg(cfg, "max_sentences", 0))
     )
+    # A source longer than the model's positions cannot be encoded: truncate it
+    # (keeping </s>) rather than fail half-way through a test set.
+    max_src = getattr(getattr(model, "spec", None), "max_positions", None)
+    too_long = [i for i in range(n) if max_src and int(dataset.src_sizes[i]) > max_src]
+    if too_long:
+        log.warning("%d source sentence(s) longer than the model's %d positions are truncated to them "
+                    "(the first: sentence %d, %d tokens)", len(too_long), max_src, too_long[0],
+                    int(dataset.src_sizes[too_long[0]]))
     generator = BeamSearch(
         model,
         beam=int(_cfg(cfg, "beam", 5)),
@@ -181,7 +192,12 @@ def translate_dataset(
     start = time.perf_counter()
     for indices in batches:
         batch = dataset.collate(indices)
-        hypos = generator.generate(batch.src_tokens.to(device, non_blocking=True))
+        src_tokens = batch.src_tokens
+        if max_src and src_tokens.size(1) > max_src:
+            src_tokens = src_tokens[:, :max_src].clone()
+            cut = src_tokens[:, -1].ne(pad)
+            src_tokens[cut, -1] = eos
+        hypos = generator.generate(src_tokens.to(device, non_blocking=True))
         for row, sid in enumerate(batch.ids.tolist()):
             best[sid] = hypos[row][0]
             sources[sid] = batch.src_tokens[row].cpu()
@@ -222,6 +238,7 @@ def translate_dataset(
         chrf=chrf.score if chrf else None,
         chrf_signature=chrf.signature if chrf else None,
         detok_hyps=detok_hyps,
+        n_truncated=len(too_long),
     )
     if out_path is not None:
         _write_outputs(Path(out_path), ids, sources, best, hyps, refs, detok_hyps, raw_refs, src_dict, pad, eos)

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pet.errors import CheckpointError, ConfigError
+from pet.errors import CheckpointError, ConfigError, brief
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TransformerSpec:
 
             return cls(**{**d, "encoder": stack(d["encoder"]), "decoder": stack(d["decoder"])})
         except (KeyError, TypeError) as e:
-            raise CheckpointError(f"checkpoint model spec is malformed ({e}); was it written by pet?") from e
+            raise CheckpointError(f"checkpoint model spec is malformed ({brief(e)}); was it written by pet?") from e
 
 
 def spec_from_config(model_cfg: Any, src_vocab_size: int, tgt_vocab_size: int, padding_idx: int = 1) -> TransformerSpec:

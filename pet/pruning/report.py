@@ -30,6 +30,9 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+# A measured speedup this far above the FLOP-ideal one means the timings did different work.
+SPEEDUP_ABOVE_IDEAL = 1.1
+
 
 @dataclass
 class Measurement:
@@ -39,6 +42,8 @@ class Measurement:
     ms_per_sentence: dict[int, float] = field(default_factory=dict)  # batch size -> ms
     bleu: Optional[float] = None
     bleu_sentences: int = 0
+    beam: int = 5  # what the FLOPs and timings count: beam hypotheses, length -> length tokens
+    length: int = 25
 
 
 def measure(
@@ -59,6 +64,8 @@ def measure(
         parameters=sum(p.numel() for p in model.parameters()),
         flops_per_sentence=flops.total_flops,
         flops_per_tgt_token=flops.total_per_tgt_token,
+        beam=beam,
+        length=length,
     )
     if bleu_fn is not None:
         m.bleu, m.bleu_sentences = bleu_fn(model)
@@ -126,6 +133,8 @@ def compare(before: Measurement, after: Measurement) -> dict[str, Any]:
         "flops_per_tgt_token_before": before.flops_per_tgt_token,
         "flops_per_tgt_token_after": after.flops_per_tgt_token,
         "flop_ideal_speedup": before.flops_per_sentence / max(after.flops_per_sentence, 1),
+        "flops_beam": after.beam,
+        "flops_length": after.length,
     }
     for bs in sorted(set(before.ms_per_sentence) & set(after.ms_per_sentence)):
         b, a = before.ms_per_sentence[bs], after.ms_per_sentence[bs]
@@ -154,16 +163,24 @@ def format_report(title: str, rows: dict[str, Any], rate: Optional[dict[str, Any
     lines.append(
         f"parameters: {rows['params_before']:,} -> {rows['params_after']:,} ({100 * rows['params_kept']:.1f} % kept)"
     )
+    beam, length = rows.get("flops_beam", "?"), rows.get("flops_length", "?")
     lines.append(
-        f"FLOPs per target token (beam search, incremental): {rows['flops_per_tgt_token_before'] / 1e6:.2f} M -> "
-        f"{rows['flops_per_tgt_token_after'] / 1e6:.2f} M; FLOP-ideal speedup x{rows['flop_ideal_speedup']:.2f}"
+        f"FLOPs per target token, all {beam} beam hypotheses, {length} -> {length} tokens, incremental decoding: "
+        f"{rows['flops_per_tgt_token_before'] / 1e6:.2f} M -> {rows['flops_per_tgt_token_after'] / 1e6:.2f} M; "
+        f"FLOP-ideal speedup x{rows['flop_ideal_speedup']:.2f}"
     )
     for key in sorted(k for k in rows if k.startswith("measured_speedup_b")):
         bs = key[len("measured_speedup_b"):]
         lines.append(
-            f"latency batch {bs:>3}: {rows[f'ms_per_sentence_b{bs}_before']:.2f} -> {rows[f'ms_per_sentence_b{bs}_after']:.2f} "
-            f"ms/sentence; measured speedup x{rows[key]:.2f} = {rows[f'speedup_vs_ideal_b{bs}']:.2f} of FLOP-ideal"
+            f"latency batch {bs:>3} (beam {beam}, exactly {length} steps): {rows[f'ms_per_sentence_b{bs}_before']:.2f} -> "
+            f"{rows[f'ms_per_sentence_b{bs}_after']:.2f} ms/sentence; measured speedup x{rows[key]:.2f} = "
+            f"{rows[f'speedup_vs_ideal_b{bs}']:.2f} of FLOP-ideal"
         )
+        if rows[f"speedup_vs_ideal_b{bs}"] > SPEEDUP_ABOVE_IDEAL:
+            lines.append(
+                f"  warning: faster than FLOP-ideal: the two timings did not do the same work (other output lengths, "
+                f"or a loaded machine); trust only fixed-length timings on an idle machine"
+            )
     if "bleu_after" in rows:
         before = f"{rows['bleu_before']:.2f}" if "bleu_before" in rows else "-"
         lines.append(f"BLEU ({rows['bleu_sentences']} sentences): {before} -> {rows['bleu_after']:.2f}")

@@ -24,7 +24,7 @@
   applies from the epoch's start), so the last epoch trains at c = 0, the
   level the units are removed at. With ``unit=step``, N is counted from
   the trainer's real batch sampler over the period's epochs (divided by
-  ``update_freq``, per rank), never assumed.
+  ``update_freq`` and the world size), never assumed.
 
 The counter is saved in the checkpoint (``state_dict``), so a resumed run
 continues the schedule where it stopped.
@@ -66,16 +66,12 @@ class ShrinkSchedule:
 
 
 def steps_in_period(trainer: Any, epochs: int) -> int:
-    """Optimizer updates the trainer will make in ``epochs`` epochs, from its sampler."""
-    world = getattr(trainer, "world_size", 1)
-    rank = getattr(trainer, "rank", 0)
-    update_freq = trainer.tcfg.update_freq
-    total = 0
-    for epoch in range(1, epochs + 1):
-        batches = trainer.train_sampler.batches_for_epoch(epoch)
-        n = len(batches[rank::world]) if world > 1 else len(batches)
-        total += math.ceil(n / update_freq)
-    return total
+    """Optimizer updates the trainer will make in ``epochs`` epochs, from its
+    sampler: ``world_size * update_freq`` batches per update, the same number
+    on every rank."""
+    per_update = getattr(trainer, "world_size", 1) * trainer.tcfg.update_freq
+    return sum(math.ceil(len(trainer.train_sampler.batches_for_epoch(epoch)) / per_update)
+               for epoch in range(1, epochs + 1))
 
 
 @dataclass

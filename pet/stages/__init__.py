@@ -10,7 +10,7 @@ import importlib
 
 from omegaconf import DictConfig
 
-from pet.stages.common import StageResult, announce, with_checkpoint_data
+from pet.stages.common import StageResult, announce, run_lock, with_checkpoint_data, with_checkpoint_model
 
 STAGE_MODULES = {
     "prepare": "pet.stages.prepare",
@@ -27,7 +27,8 @@ STAGE_MODULES = {
 
 def run_stage(cfg: DictConfig) -> StageResult:
     module = importlib.import_module(STAGE_MODULES[cfg.stage.name])
-    cfg = with_checkpoint_data(cfg)
-    result = module.run(cfg)
+    cfg = with_checkpoint_model(with_checkpoint_data(cfg))
+    with run_lock(cfg):
+        result = module.run(cfg)
     announce(cfg, result)
     return result

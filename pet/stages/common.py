@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
-import os
 import logging
+import os
+import socket
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from pet.checkpoint import atomic_write_text, load_checkpoint
-from pet.config.schema import DataConfig
+from pet.config.schema import DataConfig, ModelConfig
 from pet.errors import CheckpointError, ConfigError
 from pet.tracking import NullTracker, make_tracker
 from pet.runtime import is_main_process
@@ -79,6 +81,17 @@ def command_line_overrides() -> Optional[list[str]]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
+def trained_config(path: str) -> dict[str, Any]:
+    """The resolved config a checkpoint was trained with ({} if it has none)."""
+    p = Path(path)
+    return _trained_config(str(p.resolve()), p.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _trained_config(path: str, mtime: float) -> dict[str, Any]:
+    return load_checkpoint(path).get("config") or {}
+
+
 def _data_checkpoint(cfg: DictConfig) -> Optional[str]:
     if cfg.init_from and not (cfg.stage.name == "distill" and cfg.distill.from_scratch):
         return str(cfg.init_from)
@@ -95,7 +108,7 @@ def with_checkpoint_data(cfg: DictConfig) -> DictConfig:
     path = _data_checkpoint(cfg)
     if path is None or not Path(path).is_file():
         return cfg  # the stage itself says what is missing
-    trained = (load_checkpoint(path).get("config") or {}).get("data")
+    trained = trained_config(path).get("data")
     overrides = command_line_overrides()
     if not trained or overrides is None:
         return cfg
@@ -116,6 +129,25 @@ def with_checkpoint_data(cfg: DictConfig) -> DictConfig:
     return adopted
 
 
+def with_checkpoint_model(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``model`` set to the config the ``init_from`` model was built
+    from (unless the command line names one), so that run names, tags and
+    logs name the model that actually runs, not the default ``model=``."""
+    if cfg.stage.name not in FROM_CHECKPOINT or not cfg.init_from or not Path(str(cfg.init_from)).is_file():
+        return cfg
+    if cfg.stage.name == "distill" and cfg.distill.from_scratch:
+        return cfg
+    overrides = command_line_overrides()
+    if overrides is None or any(o.lstrip("+~").startswith(("model=", "model.")) for o in overrides):
+        return cfg
+    built = trained_config(str(cfg.init_from)).get("model")
+    if not built:
+        return cfg
+    adopted = copy.deepcopy(cfg)
+    adopted.model = OmegaConf.merge(OmegaConf.structured(ModelConfig), built)
+    return adopted
+
+
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
@@ -129,6 +161,53 @@ def read_result(directory: Path) -> Optional[StageResult]:
     if not path.is_file():
         return None
     return StageResult(**json.loads(path.read_text()))
+
+
+LOCK_FILE = ".pet.lock"
+RUN_ID_FILE = "mlflow_run.json"
+
+
+@contextlib.contextmanager
+def run_lock(cfg: DictConfig) -> Iterator[None]:
+    """One process per run folder: a second identical command would train on
+    and interleave its logs with the first. Released when the process ends, so
+    a killed job leaves no stale lock."""
+    if not is_main_process():
+        yield
+        return
+    import fcntl  # POSIX; pet's run folders are on Linux/macOS filesystems
+
+    rd = run_dir(cfg)
+    with open(rd / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ConfigError(
+                f"{rd} is in use by another pet process ({holder}); wait for it to finish, "
+                "or give this run its own folder (paths.run_dir=...)"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _close_stale_run(tracker: NullTracker, rd: Path, resume_run_id: Optional[str]) -> None:
+    """A run this folder started before, left RUNNING by a process that was
+    killed (kill -9: no handler ran) and not being resumed now, is marked KILLED."""
+    path = rd / RUN_ID_FILE
+    if not path.is_file():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        stale = json.loads(path.read_text()).get("run_id")
+        if stale and stale != resume_run_id:
+            tracker.close_if_running(stale, "KILLED")
 
 
 @contextlib.contextmanager
@@ -149,8 +228,13 @@ def tracked_run(cfg: DictConfig, resume_run_id: Optional[str] = None) -> Iterato
         parent_run_id=parent_run_id,
         tags=tags,
     )
+    if run_id and main:
+        rd = run_dir(cfg)
+        _close_stale_run(tracker, rd, resume_run_id)
+        atomic_write_text(rd / RUN_ID_FILE, json.dumps({"run_id": run_id}))
     if run_id and not resume_run_id:
         tracker.log_params(resolved_config(cfg))
+        tracker.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     try:
         yield tracker
     except BaseException as e:

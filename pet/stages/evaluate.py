@@ -50,6 +50,7 @@ def run(cfg: DictConfig) -> StageResult:
             "tokens_per_s": res.tokens_per_second,
             "decode_seconds": res.seconds,
             "sentences": res.n_sentences,
+            "truncated_sources": res.n_truncated,
             "parameters": model.num_parameters(),
         }
         if res.sacrebleu is not None:
@@ -59,7 +60,8 @@ def run(cfg: DictConfig) -> StageResult:
         tracker.log_metrics(metrics)
         tracker.set_tags({"sacrebleu_signature": res.sacrebleu_signature or "", "chrf_signature": res.chrf_signature or "",
                           "checkpoint": str(cfg.init_from)})
-        tracker.log_artifact(rd / f"generate-{split}.txt")
+        for name in (f"generate-{split}.txt", "hyp.detok.txt", "ref.raw.txt"):
+            tracker.log_artifact(rd / name)  # the outputs and the references they were scored against
         log.info("%s (tokenized BLEU with BPE removed): %s", split, res.summary())
         result = StageResult(
             stage="evaluate",

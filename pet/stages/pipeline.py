@@ -10,14 +10,16 @@ interrupted pipeline resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pet.checkpoint import atomic_write_text
 from pet.errors import ConfigError
 from pet.stages.common import StageResult, read_result, run_dir
-from pet.tracking import create_parent_run, finish_parent_run
+from pet.tracking import create_parent_run, finish_parent_run, reopen_parent_run
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,24 @@ def _resolve_init(value: str, products: dict[str, str]) -> str:
             raise ConfigError(f"init_from={value} names no earlier step that produced a checkpoint ({sorted(products)})")
         return products[name]
     return value
+
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+def _parent_run(cfg: DictConfig, rd: Path, tags: dict[str, str]):
+    """The pipeline's MLflow parent run: the one an earlier attempt of this
+    pipeline created (so a re-run keeps every step under one parent), or a new one."""
+    path = rd / PARENT_FILE
+    if path.is_file():
+        earlier = json.loads(path.read_text()).get("run_id")
+        if earlier and reopen_parent_run(cfg.tracking, earlier):
+            log.info("continuing MLflow parent run %s", earlier)
+            return earlier
+    parent = create_parent_run(cfg.tracking, run_name=f"pipeline:{cfg.run_name}", tags=tags)
+    if parent:
+        atomic_write_text(path, json.dumps({"run_id": parent}))
+    return parent
 
 
 def compose_step(overrides: list[str]) -> DictConfig:
@@ -72,7 +92,7 @@ def run(cfg: DictConfig) -> StageResult:
     tags = {"stage": "pipeline", **sweep_tags}
     if sweep_parent:  # a pipeline job inside a --multirun sweep nests under the sweep's run
         tags["mlflow.parentRunId"] = sweep_parent
-    parent = create_parent_run(cfg.tracking, run_name=f"pipeline:{cfg.run_name}", tags=tags)
+    parent = _parent_run(cfg, rd, tags)
     products: dict[str, str] = {}
     latest: str | None = cfg.init_from
     rows: list[tuple[str, StageResult]] = []

@@ -66,6 +66,14 @@ def finetune_kd_loss(cfg: DictConfig, init_ckpt: dict, data, device):
                             cfg.optim.label_smoothing, data.tgt_dict.pad)
 
 
+def best_checkpoint_state(path: Path, state) -> dict:
+    """The trainer record saved with ``path`` (the model it describes), or this
+    run's state when no such file was written (rank > 0, no validation yet)."""
+    if path.is_file() and is_main_process():
+        return load_checkpoint(path)["trainer"]
+    return {"best_valid_loss": state.best_valid_loss, "best_valid_bleu": state.best_valid_bleu}
+
+
 def resume_checkpoint(cfg: DictConfig, directory: Path):
     last = directory / "checkpoint_last.pt"
     if cfg.trainer.reset or not last.exists():
@@ -114,15 +122,17 @@ def run(cfg: DictConfig) -> StageResult:
             loss_fn=loss_fn,
         )
         state = trainer.fit()
+        # What checkpoint_best.pt holds (possibly an earlier run's better model), not this run's best.
+        best = best_checkpoint_state(rd / "checkpoint_best.pt", state)
         result = StageResult(
             stage=cfg.stage.name,
             metric_name="best_valid_loss",
-            metric=state.best_valid_loss,
+            metric=best["best_valid_loss"],
             checkpoint=str(rd / "checkpoint_best.pt"),
             metrics={
-                "best_valid_loss": state.best_valid_loss,
+                "best_valid_loss": best["best_valid_loss"],
                 "last_valid_loss": state.last_valid_loss,
-                **({"best_valid_bleu": state.best_valid_bleu} if state.best_valid_bleu > -math.inf else {}),
+                **({"best_valid_bleu": best["best_valid_bleu"]} if best.get("best_valid_bleu", -math.inf) > -math.inf else {}),
                 "num_updates": state.num_updates,
                 "epochs_completed": state.epoch - 1,
                 "train_seconds": state.train_seconds,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from pet.checkpoint import atomic_write_bytes, atomic_write_text
-from pet.errors import ConfigError
+from pet.errors import ConfigError, brief
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def collect_from_mlflow(uri: str, parent_run_id: str) -> list[Job]:
         runs = child_runs(uri, parent_run_id)
     except Exception as e:
         raise ConfigError(
-            f"report.parent_run_id={parent_run_id} could not be read from {uri} ({str(e).splitlines()[0][:200]}); "
+            f"report.parent_run_id={parent_run_id} could not be read from {uri} ({brief(e, 200)}); "
             "check tracking.uri (the store the sweep logged to) and the run id"
         ) from e
     if not runs:

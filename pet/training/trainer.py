@@ -186,6 +186,9 @@ class Trainer:
         self._fit_started = time.perf_counter()
         self._wall_before = 0.0
         self.guard = PreemptionGuard()
+        self._resumed = False
+        # checkpoint_best.pt of an earlier run in this folder: replaced only by a better model.
+        self._best_on_disk: Optional[float] = None
 
     @classmethod
     def for_data(cls, data: Any, resume: Optional[dict[str, Any]] = None, **kwargs: Any) -> "Trainer":
@@ -221,6 +224,7 @@ class Trainer:
         for hook, hs in zip(self.hooks, ckpt.get("hooks", [])):
             hook.load_state_dict(hs)
         set_rng_state(ckpt["rng"])
+        self._resumed = True
 
     def continue_schedule_from(self, ckpt: dict[str, Any], source: str) -> None:
         """Carry over another run's optimizer moments and update count (not its
@@ -279,11 +283,19 @@ class Trainer:
     def _wall(self) -> float:
         return self._wall_before + time.perf_counter() - self._fit_started
 
-    def train_step(self, batches: list[list[int]]) -> dict[str, float]:
-        """One optimizer update over ``update_freq`` batches (gradient accumulation)."""
+    def train_step(self, batches: list[list[int]], stand_in: Optional[list[int]] = None) -> dict[str, float]:
+        """One optimizer update over this rank's share of the update's batches
+        (gradient accumulation). A rank with no batch left at the end of an
+        epoch still takes part in the update's collectives: it runs
+        ``stand_in`` with weight 0, so every rank makes the same steps."""
         self.ddp_model.train()
+        weight = 1.0
+        if not batches:
+            if stand_in is None:
+                raise ValueError("train_step needs batches, or a stand_in batch for a rank with none")
+            batches, weight = [stand_in], 0.0
         collated = [self._batch(self.train_data, indices) for indices in batches]
-        ntokens = sum(b.ntokens for b in collated)
+        ntokens = sum(b.ntokens for b in collated) if weight else 0
         if self.world_size > 1:
             t = torch.tensor([ntokens], dtype=torch.long, device=self.device)
             dist.all_reduce(t)
@@ -300,13 +312,13 @@ class Trainer:
                     loss, logs = self.loss_fn(self.ddp_model, batch)
                 # Divide by the tokens of the whole update: gradients equal a
                 # single big batch's, however it is split across steps/ranks.
-                scaled = loss * (self.world_size / max(total_tokens, 1))
+                scaled = loss * (weight * self.world_size / max(total_tokens, 1))
                 if self.scaler:
                     self.scaler.scale(scaled).backward()
                 else:
                     scaled.backward()
             for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
+                sums[k] = sums.get(k, 0.0) + weight * v
         for hook in self.hooks:
             hook.after_backward(self)
         if self.scaler:
@@ -402,20 +414,28 @@ class Trainer:
             hook.on_fit_start(self)
         if self.is_main:
             self._log_plan()
+            if not self._resumed:
+                self._guard_earlier_best()
         while not s.finished:
             if b.max_epoch and s.epoch > b.max_epoch:
                 self._finish("max_epoch")
                 break
+            # Every rank walks the same global batch list: an update takes the
+            # next world_size * update_freq batches, rank r the r-th of every
+            # world_size, so the ranks always agree on the number of updates
+            # (a last, short group leaves some ranks none: they stand in with
+            # weight 0) and the result equals one process with
+            # update_freq * world_size on the same batches.
             batches = self.train_sampler.batches_for_epoch(s.epoch)
-            batches = batches[self.rank :: self.world_size] if self.world_size > 1 else batches
+            per_update = self.world_size * t.update_freq
             bar = self._progress(len(batches), s.batch_index, s.epoch)
             window: dict[str, float] = {}
             window_start, window_tokens, window_updates = time.perf_counter(), 0, 0
             stop = ""
             while s.batch_index < len(batches):
-                group = batches[s.batch_index : s.batch_index + t.update_freq]
+                group = batches[s.batch_index : s.batch_index + per_update]
                 started = time.perf_counter()
-                logs = self.train_step(group)
+                logs = self.train_step(group[self.rank :: self.world_size], stand_in=group[0])
                 s.train_seconds += time.perf_counter() - started
                 s.batch_index += len(group)
                 window_tokens += int(logs["ntokens"])
@@ -462,6 +482,36 @@ class Trainer:
             if b.patience and s.bad_epochs >= b.patience:
                 self._finish("patience")
         return s
+
+    def _guard_earlier_best(self) -> None:
+        """A fresh start in a folder that already holds checkpoint_best.pt (say,
+        after a corrupt checkpoint_last.pt was moved aside) must not replace that
+        model with a worse one: it is replaced only by a better model."""
+        path = self.run_dir / "checkpoint_best.pt"
+        if not path.is_file():
+            return
+        from pet.checkpoint import load_checkpoint
+
+        metric = self.tcfg.best_checkpoint_metric
+        try:
+            trainer = load_checkpoint(path).get("trainer") or {}
+        except CheckpointError as e:
+            log.warning("%s is unreadable (%s); a new best model will replace it", path, e)
+            return
+        value = trainer.get("best_valid_bleu" if metric == "bleu" else "best_valid_loss")
+        if value is None or not math.isfinite(value):
+            return
+        self._best_on_disk = float(value)
+        log.warning("starting from scratch in %s, which holds checkpoint_best.pt from an earlier run (valid %s %.4f): "
+                    "it is replaced only by a better model", self.run_dir, metric, value)
+
+    def _beats_best_on_disk(self, value: float) -> bool:
+        if self._best_on_disk is None:
+            return True
+        better = value > self._best_on_disk if self.tcfg.best_checkpoint_metric == "bleu" else value < self._best_on_disk
+        if better:
+            self._best_on_disk = None
+        return better
 
     def _log_plan(self) -> None:
         """What this run will do, before its first update: batches, schedule, budget."""
@@ -527,7 +577,7 @@ class Trainer:
         if complete:
             s.epoch += 1
             s.batch_index = 0
-        if improved:
+        if improved and self._beats_best_on_disk(metrics["valid_bleu"] if by_bleu else s.last_valid_loss):
             self.save("checkpoint_best.pt")
         self.save("checkpoint_last.pt")
         if complete:
