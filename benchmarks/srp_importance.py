@@ -1,6 +1,6 @@
 """Is the importance score informative? One-shot removal with no retraining.
 
-SRP ranks units by −∂L/∂c (DESIGN.md §2). This benchmark asks the question
+SRP ranks units by −∂L/∂c (the method's criterion). This benchmark asks the question
 under every SRP result: at a given compression rate, how much validation NLL
 does a trained model lose when the units a criterion picks are switched off
 at once (c = 0, no shrinking, no training)? A criterion that knows which

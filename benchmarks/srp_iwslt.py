@@ -19,7 +19,7 @@ batch 1 and batch 64 (beam 5, fixed output length, identical work for every
 model), the measured speedup and the FLOP-ideal one. ``unpruned_continued``
 (the base trained for the same 2P+F extra epochs) is the fair BLEU reference.
 
-Checks printed at the end (the issue's acceptance criteria):
+Checks printed at the end:
 SRP (two- and single-stage) beats oneshot and random at equal size, and the
 measured batch-64 speedup reaches >= 0.9 of the FLOP-ideal one.
 

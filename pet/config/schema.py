@@ -231,7 +231,7 @@ class ShrinkConfig:
 
 @dataclass
 class PruningConfig:
-    """SRP pruning (issue 3; pet.pruning, stage=prune).
+    """SRP pruning (pet.pruning, stage=prune).
 
     compression_rate is the fraction of ALL parameters (embeddings included)
     kept at the end of the chain, measured against the unpruned model the
@@ -287,7 +287,7 @@ class PruningConfig:
 
 @dataclass
 class DistillConfig:
-    """PET warm-up and knowledge distillation (issue 4)."""
+    """PET warm-up and knowledge distillation (pet.distill, stage=distill)."""
 
     # warmup (4-class task, teacher = baseline) | kd (teacher = tiny teacher) |
     # none (plain label-smoothed CE, no teacher)

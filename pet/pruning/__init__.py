@@ -1,4 +1,4 @@
-"""SRP: structured pruning with connectivity parameters (DESIGN.md §2).
+"""SRP: structured pruning with connectivity parameters.
 
 One module per job, imported on use:
 

@@ -1,4 +1,4 @@
-"""Importance of each unit: −∂L/∂c at c = 1 (DESIGN.md §2).
+"""Importance of each unit: −∂L/∂c at c = 1, the method's criterion.
 
 −∂L/∂cᵢ is the first-order estimate of how much the loss grows if cᵢ goes
 from 1 to 0, so the units with the lowest score are pruned (a negative score
@@ -23,7 +23,7 @@ Choices:
   (∂L/∂c > 0) are often ones the network uses heavily. Pruned one-shot with
   no retraining, a ``transformer_small`` loses less validation NLL with
   |∂L/∂c| than with −∂L/∂c or with random scores. −∂L/∂c stays the default
-  because it is the method's criterion (DESIGN.md §2).
+  because it is the method's criterion.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ with r², one with r, none not at all::
 
     n_quad r² + n_lin r + n_const = CR · N
 
-(DESIGN.md's n₁r² + n₂r = CR·(n₁+n₂), plus the constant part that a stage
+(the method's n₁r² + n₂r = CR·(n₁+n₂), plus the constant part that a stage
 pruning only some groups leaves untouched). :class:`Polynomial` solves it.
 
 Per stage (``pruning.targets``):

@@ -1,6 +1,6 @@
 """Which units to prune, given importance scores and a :class:`PrunePlan`.
 
-The rules (DESIGN.md §2): the lowest-importance units go;
+The method's rules: the lowest-importance units go;
 
 * ``c_emb``: the ``counts[g]`` lowest of each stream (encoder and decoder
   separately: their widths are independent);

@@ -34,7 +34,7 @@ from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
 from pet.runtime import configure_threads, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
-from pet.stages.pretrain import resume_checkpoint
+from pet.stages.pretrain import best_checkpoint_state, resume_checkpoint
 from pet.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,9 @@ def run(cfg: DictConfig) -> StageResult:
             log.info("continuing the optimizer and LR schedule of %s from update %d", cfg.init_from, trainer.state.num_updates)
         state = trainer.fit()
         final = rd / ("checkpoint_last.pt" if mode == "warmup" else "checkpoint_best.pt")
+        best_loss = best_checkpoint_state(rd / "checkpoint_best.pt", state)["best_valid_loss"]
         metrics = {
-            "best_valid_loss": state.best_valid_loss,
+            "best_valid_loss": best_loss,
             "last_valid_loss": state.last_valid_loss,
             "num_updates": state.num_updates,
             "epochs_completed": state.epoch - 1,
@@ -162,7 +163,7 @@ def run(cfg: DictConfig) -> StageResult:
         result = StageResult(
             stage="distill",
             metric_name="last_valid_loss" if mode == "warmup" else "best_valid_loss",
-            metric=state.last_valid_loss if mode == "warmup" else state.best_valid_loss,
+            metric=state.last_valid_loss if mode == "warmup" else best_loss,
             checkpoint=str(final),
             metrics={**metrics, "mode": mode, "teacher": teacher_path},
             run_id=tracker.run_id,
