@@ -12,15 +12,8 @@ from pet.stages import run_stage
 from pet.training.schedule import ConstantSchedule, InverseSqrtSchedule, continuation_schedule, final_lr
 from pet.training.trainer import Trainer
 from tests.conftest import compose_cfg
-from tests.test_pruning_stage import PRUNE, TINY
+from tests.test_pruning_stage import PRUNE, TINY, pretrained  # noqa: F401  (the fixture)
 from tests.test_trainer import TRAIN, make_trainer
-
-
-@pytest.fixture(scope="module")
-def pretrained(demo_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pre")
-    run_stage(compose_cfg(demo_root, *TINY, "stage=pretrain", "trainer.max_epoch=1", f"paths.run_dir={out}"))
-    return out / "checkpoint_best.pt"
 
 
 def test_continuation_schedule_warms_up_to_the_input_models_final_rate(pretrained):
