@@ -81,6 +81,25 @@ def command_line_overrides() -> Optional[list[str]]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
 
 
+def _names(overrides: list[str], group: str) -> bool:
+    """Whether the command line sets ``group`` (``group=...`` or ``group.key=...``)."""
+    return any(o.lstrip("+~").startswith((f"{group}=", f"{group}.")) for o in overrides)
+
+
+def origin_teacher(init_from: str, history: list[dict[str, Any]], data: Any, alternative: str):
+    """The unpruned model a pruning chain started from, checked against ``data``:
+    the KD teacher of later pruning steps and of finetuning with KD.
+    ``alternative`` is the setting the error suggests when the file is gone."""
+    from pet.checkpoint import model_from_checkpoint
+    from pet.pruning.kd import load_origin, origin_checkpoint
+
+    path = origin_checkpoint(init_from, history)
+    ckpt = load_origin(path, alternative)
+    check_same_vocab(ckpt, data, path)
+    log.info("KD teacher: the chain's unpruned model %s", path)
+    return model_from_checkpoint(ckpt)
+
+
 def trained_config(path: str) -> dict[str, Any]:
     """The resolved config a checkpoint was trained with ({} if it has none)."""
     p = Path(path)
@@ -112,7 +131,7 @@ def with_checkpoint_data(cfg: DictConfig) -> DictConfig:
     overrides = command_line_overrides()
     if not trained or overrides is None:
         return cfg
-    if any(o.lstrip("+~").startswith(("data=", "data.")) for o in overrides):
+    if _names(overrides, "data"):
         mine = (cfg.data.name, cfg.data.src_lang, cfg.data.tgt_lang)
         theirs = (trained.get("name"), trained.get("src_lang"), trained.get("tgt_lang"))
         if mine != theirs:
@@ -138,7 +157,7 @@ def with_checkpoint_model(cfg: DictConfig) -> DictConfig:
     if cfg.stage.name == "distill" and cfg.distill.from_scratch:
         return cfg
     overrides = command_line_overrides()
-    if overrides is None or any(o.lstrip("+~").startswith(("model=", "model.")) for o in overrides):
+    if overrides is None or _names(overrides, "model"):
         return cfg
     built = trained_config(str(cfg.init_from)).get("model")
     if not built:

@@ -19,7 +19,7 @@ from pet.errors import CheckpointError, ConfigError
 from pet.models.spec import TransformerSpec, fresh_spec, spec_from_config
 from pet.models.transformer import TransformerModel
 from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
-from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
+from pet.stages.common import StageResult, check_same_vocab, load_data, origin_teacher, resolved_config, run_dir, tracked_run, write_result
 from pet.training.schedule import continuation_schedule
 from pet.training.trainer import Trainer
 
@@ -48,7 +48,7 @@ def finetune_kd_loss(cfg: DictConfig, init_ckpt: dict, data, device):
     None (plain label-smoothed CE)."""
     if not cfg.pruning.finetune_kd:
         return None
-    from pet.pruning.kd import DistillationLoss, load_origin, origin_checkpoint
+    from pet.pruning.kd import DistillationLoss
 
     history = init_ckpt.get("pruning_history") or []
     if not history:
@@ -56,14 +56,10 @@ def finetune_kd_loss(cfg: DictConfig, init_ckpt: dict, data, device):
             f"pruning.finetune_kd=true distils from the pruning chain's unpruned model, but {cfg.init_from} "
             "has no pruning history; finetune a prune run's checkpoint_pruned.pt, or set pruning.finetune_kd=false"
         )
-    path = origin_checkpoint(cfg.init_from, history)
-    teacher_ckpt = load_origin(path, "pruning.finetune_kd=false")
-    check_same_vocab(teacher_ckpt, data, path)
-    log.info("finetuning with KD from the chain's unpruned model %s (alpha %g, T %g)", path,
-             cfg.pruning.kd_alpha, cfg.pruning.kd_temperature)
+    teacher = origin_teacher(cfg.init_from, history, data, "pruning.finetune_kd=false")
     p = cfg.pruning
-    return DistillationLoss(model_from_checkpoint(teacher_ckpt).to(device), p.kd_alpha, p.kd_temperature,
-                            cfg.optim.label_smoothing, data.tgt_dict.pad)
+    return DistillationLoss(teacher.to(device), p.kd_alpha, p.kd_temperature, cfg.optim.label_smoothing,
+                            data.tgt_dict.pad)
 
 
 def best_checkpoint_state(path: Path, state) -> dict:

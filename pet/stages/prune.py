@@ -43,8 +43,8 @@ from omegaconf import DictConfig
 from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint, save_checkpoint
 from pet.errors import CheckpointError, ConfigError
 from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
-from pet.stages.common import StageResult, check_same_vocab, load_data, read_result, resolved_config, run_dir, tracked_run, write_result
-from pet.pruning.kd import load_origin, origin_checkpoint
+from pet.stages.common import StageResult, check_same_vocab, load_data, origin_teacher, read_result, resolved_config, run_dir, tracked_run, write_result
+from pet.pruning.kd import origin_checkpoint
 from pet.training.schedule import continuation_schedule, final_lr
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,7 @@ def kd_teacher(cfg: DictConfig, base, history: list[dict[str, Any]], data: Any):
     (``previous``: the last iteration's or stage's result)."""
     if cfg.pruning.kd_teacher == "previous" or not history:
         return copy.deepcopy(base)
-    path = origin_checkpoint(cfg.init_from, history)
-    ckpt = load_origin(path, "pruning.kd_teacher=previous")
-    check_same_vocab(ckpt, data, path)
-    log.info("KD teacher: the chain's unpruned model %s", path)
-    return model_from_checkpoint(ckpt)
+    return origin_teacher(cfg.init_from, history, data, "pruning.kd_teacher=previous")
 
 
 def _check_chain(cfg: DictConfig, history: list[dict[str, Any]]) -> None:
