@@ -23,9 +23,10 @@ from pet.errors import PetError
 
 ConfigStore.instance().store(name="pet_schema", node=PetConfig)
 register_resolvers()
-# conf/ sits beside the package (the design card's layout); pet is installed
-# editable (`pip install -e .`), so this path is the checkout's conf/.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The configs ship inside the package (a wheel holds them), so `pet` composes
+# the same tree from any working directory; `conf` at the checkout's top is a
+# link to this folder. A user's own folder composes on top with --config-dir.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 log = logging.getLogger("pet")
 
 

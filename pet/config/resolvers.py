@@ -1,4 +1,4 @@
-"""OmegaConf resolvers used by conf/config.yaml."""
+"""OmegaConf resolvers used by pet/conf/config.yaml."""
 
 from __future__ import annotations
 
@@ -30,8 +30,14 @@ def run_dirname(overrides: str) -> str:
 
 
 def repo_root() -> str:
-    """The checkout pet runs from (conf/ and outputs/ live there), whatever the cwd."""
-    return str(Path(__file__).resolve().parents[2])
+    """Where outputs/ and ../shared are looked for: the checkout when pet runs
+    from one (an editable install), whatever the cwd, so every job of a
+    project finds the same outputs/; the working directory when pet is an
+    installed package (its folder in site-packages is no place for outputs)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "pet" / "conf").is_dir():
+        return str(checkout)
+    return str(Path.cwd())
 
 
 def register() -> None:
