@@ -140,9 +140,9 @@ def test_warm_up_epochs_train_before_pruning_starts(demo_root, pretrained, tmp_p
 
 def test_finetune_can_distil_from_the_unpruned_origin(demo_root, pretrained, tmp_path):
     from pet.errors import ConfigError
-    from pet.pruning.kd import DistillationLoss
+    from pet.distill.losses import DistillationLoss
     from pet.stages.common import load_data
-    from pet.stages.pretrain import finetune_kd_loss
+    from pet.stages.finetune import finetune_kd_loss
 
     pruned = run_stage(compose_cfg(demo_root, *TINY, *PRUNE, "pruning.period_updates=2", "pruning.bleu_sentences=2",
                                    f"init_from={pretrained}", f"paths.run_dir={tmp_path}/pr"))

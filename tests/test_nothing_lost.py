@@ -8,7 +8,7 @@ import pytest
 from pet.checkpoint import load_checkpoint
 from pet.errors import ConfigError
 from pet.stages import run_stage
-from pet.stages.common import run_lock, tracked_run
+from pet.stages.lifecycle import run_lock, tracked_run
 from tests.conftest import compose_cfg
 from tests.test_trainer import TRAIN
 
@@ -43,7 +43,7 @@ KILLED_MID_RUN = """
 import os, signal, sys
 sys.path.insert(0, {repo!r})
 from tests.conftest import compose_cfg
-from pet.stages.common import tracked_run
+from pet.stages.lifecycle import tracked_run
 cfg = compose_cfg({root!r}, "stage=summary", "tracking=mlflow", "tracking.uri={uri}", "paths.run_dir={root}/run")
 with tracked_run(cfg) as tracker:
     print(tracker.run_id, flush=True)

@@ -10,7 +10,7 @@ import torch
 
 from pet.checkpoint import load_checkpoint, save_checkpoint
 from pet.distill.losses import WarmupLoss, warmup_labels
-from pet.distill.teacher import resolve_teacher_path
+from pet.stages.common import resolve_step_reference
 from pet.errors import CheckpointError, ConfigError
 from pet.stages import run_stage
 from pet.stages.common import load_data
@@ -161,10 +161,10 @@ def test_teacher_at_step_resolves_to_the_sibling_pipeline_step(tmp_path):
     step.mkdir(parents=True)
     (step / "result.json").write_text(json.dumps({"stage": "pretrain", "metric_name": "x", "metric": 1.0,
                                                   "checkpoint": "/somewhere/checkpoint_best.pt"}))
-    assert resolve_teacher_path("@tiny_teacher", tmp_path / "pipe" / "kd") == "/somewhere/checkpoint_best.pt"
-    assert resolve_teacher_path("/a/b.pt", tmp_path) == "/a/b.pt"
+    assert resolve_step_reference("@tiny_teacher", tmp_path / "pipe" / "kd", "distill.teacher") == "/somewhere/checkpoint_best.pt"
+    assert resolve_step_reference("/a/b.pt", tmp_path, "distill.teacher") == "/a/b.pt"
     with pytest.raises(ConfigError, match="no finished pipeline step"):
-        resolve_teacher_path("@missing", tmp_path / "pipe" / "kd")
+        resolve_step_reference("@missing", tmp_path / "pipe" / "kd", "distill.teacher")
 
 
 @pytest.mark.parametrize("experiment", ["pet_demo", "pet_iwslt"])

@@ -12,11 +12,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pet.errors import ConfigError
-
-STAGES = ("prepare", "pretrain", "evaluate", "summary", "prune", "finetune", "distill", "pipeline", "report")
+from pet.pruning.importance import CRITERIA
+from pet.pruning.shrink import SCHEDULES
+from pet.stages.registry import STAGES
 
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "stage.name": STAGES,
+    "stage.name": tuple(STAGES),
     "data.kind": ("iwslt14", "parallel_text", "preprocessed", "demo"),
     "optim.scheduler": ("inverse_sqrt", "constant"),
     "optim.continue_scheduler": ("constant", "pretrain"),
@@ -24,14 +25,18 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "trainer.progress_bar": ("auto", "tqdm", "none"),
     "trainer.best_checkpoint_metric": ("loss", "bleu"),
     "tracking.backend": ("mlflow", "none"),
-    "shrink.type": ("arithmetic", "geometric", "oneshot"),
+    "shrink.type": tuple(SCHEDULES),
     "shrink.unit": ("step", "epoch"),
     "pruning.targets": ("emb", "heads_ffn", "all"),
     "pruning.layernorm": ("weighted", "unweighted"),
-    "pruning.importance": ("gradient", "gradient_magnitude", "random"),
+    "pruning.importance": tuple(CRITERIA),
     "pruning.kd_teacher": ("origin", "previous"),
     "distill.mode": ("warmup", "kd", "none"),
     "generation.split": ("train", "valid", "test"),
+    "translate.backend": ("pet", "ctranslate2"),
+    "translate.compute_type": ("default", "auto", "float32", "float16", "bfloat16", "int8", "int8_float32",
+                               "int8_float16", "int8_bfloat16", "int16"),
+    "average.metric": (None, "loss", "bleu"),
 }
 
 # key -> (low, high, low_inclusive, high_inclusive); None = unbounded
@@ -79,6 +84,9 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "data.valid_every": (2, None, True, True),
     "report.latency_length": (1, None, True, True),
     "report.latency_repeats": (1, None, True, True),
+    "translate.nbest": (1, None, True, True),
+    "average.last_epochs": (0, None, True, True),
+    "average.best": (0, None, True, True),
 }
 
 

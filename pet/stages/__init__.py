@@ -1,7 +1,9 @@
-"""Stage dispatch: ``stage.name`` -> the recipe module that runs it.
+"""Stage dispatch: ``stage.name`` -> the recipe module the stage table names.
 
-An explicit table rather than import-time registration: adding a stage is one
-line here plus one module with ``run(cfg) -> StageResult``.
+Every stage runs the same way: its checkpoint's data and model config are
+adopted (for stages that start from one), its run folder is locked for this
+process, its module's ``run(cfg) -> StageResult`` does the work, and the
+folder it left is announced.
 """
 
 from __future__ import annotations
@@ -10,23 +12,16 @@ import importlib
 
 from omegaconf import DictConfig
 
-from pet.stages.common import StageResult, announce, run_lock, with_checkpoint_data, with_checkpoint_model
+from pet.stages.checkpoint_config import with_checkpoint_data, with_checkpoint_model
+from pet.stages.common import StageResult
+from pet.stages.lifecycle import announce, run_lock
+from pet.stages.registry import STAGES, Stage, stage
 
-STAGE_MODULES = {
-    "prepare": "pet.stages.prepare",
-    "pretrain": "pet.stages.pretrain",
-    "finetune": "pet.stages.pretrain",
-    "evaluate": "pet.stages.evaluate",
-    "summary": "pet.stages.summary",
-    "pipeline": "pet.stages.pipeline",
-    "prune": "pet.stages.prune",
-    "distill": "pet.stages.distill",
-    "report": "pet.stages.report",
-}
+__all__ = ["STAGES", "Stage", "StageResult", "run_stage", "stage"]
 
 
 def run_stage(cfg: DictConfig) -> StageResult:
-    module = importlib.import_module(STAGE_MODULES[cfg.stage.name])
+    module = importlib.import_module(stage(cfg.stage.name).module)
     cfg = with_checkpoint_model(with_checkpoint_data(cfg))
     with run_lock(cfg):
         result = module.run(cfg)

@@ -29,13 +29,22 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from pet.checkpoint import load_checkpoint, model_from_checkpoint
-from pet.errors import CheckpointError
+from pet.distill.losses import DistillationLoss, WarmupLoss
+from pet.distill.teacher import check_compatible, load_teacher
+from pet.errors import ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.runtime import configure_threads, seed_everything, seed_rank, select_device
-from pet.stages.common import StageResult, check_same_vocab, load_data, resolved_config, run_dir, tracked_run, write_result
-from pet.stages.pretrain import best_checkpoint_state, resume_checkpoint
-from pet.training.trainer import Trainer
+from pet.runtime import seed_everything, seed_rank
+from pet.stages.common import (
+    StageResult,
+    check_same_vocab,
+    finish_stage,
+    resolve_step_reference,
+    resolved_config,
+    setup_stage,
+)
+from pet.stages.fit import best_checkpoint_state, check_resume_shape, make_trainer, resume_checkpoint, training_metrics
+from pet.stages.lifecycle import tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +71,17 @@ def build_student(cfg: DictConfig, data: Any, init: Optional[dict[str, Any]] = N
     return TransformerModel(spec)
 
 
-def make_loss(cfg: DictConfig, student: TransformerModel, teacher: Optional[TransformerModel], pad: int):
-    from pet.distill.losses import DistillationLoss, WarmupLoss
+def teacher_path(cfg: DictConfig, run_dir: Path) -> str:
+    """``distill.teacher`` as a checkpoint path (``@step``: an earlier pipeline step's)."""
+    if not cfg.distill.teacher:
+        raise ConfigError(
+            "stage=distill needs a teacher: distill.teacher=<checkpoint .pt> (warm-up: the baseline; "
+            "kd: the tiny teacher), or distill.teacher=@<step> inside a pipeline"
+        )
+    return resolve_step_reference(cfg.distill.teacher, run_dir, "distill.teacher")
 
+
+def make_loss(cfg: DictConfig, student: TransformerModel, teacher: Optional[TransformerModel], pad: int):
     d = cfg.distill
     if d.mode == "warmup":
         return WarmupLoss(
@@ -90,29 +107,22 @@ def make_loss(cfg: DictConfig, student: TransformerModel, teacher: Optional[Tran
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.distill.teacher import check_compatible, load_teacher, resolve_teacher_path
-
-    rd = run_dir(cfg)
+    setup = setup_stage(cfg)
+    rd, data, device = setup.run_dir, setup.data, setup.device
     mode = cfg.distill.mode
-    teacher_path = resolve_teacher_path(cfg.distill.teacher, rd) if mode != "none" else None
-    configure_threads(cfg.trainer.num_threads)
-    device = select_device(cfg.trainer.device)
-    data = load_data(cfg)
-    teacher = None
-    if teacher_path is not None:
-        teacher, _ = load_teacher(teacher_path, data)
+    teacher, t_path = None, None
+    if mode != "none":
+        t_path = teacher_path(cfg, rd)
+        teacher, t_ckpt = load_teacher(t_path)
+        check_same_vocab(t_ckpt, data, t_path)
     resume = resume_checkpoint(cfg, rd)
     seed_everything(cfg.trainer.seed)
     init = init_checkpoint(cfg)
     student = build_student(cfg, data, init)
     seed_rank(cfg.trainer.seed)
-    if resume is not None and resume["spec"] != student.spec.to_dict():
-        raise CheckpointError(
-            f"{rd / 'checkpoint_last.pt'} holds a different model shape than this command asks for; "
-            "use another run folder (paths.run_dir=...) or trainer.reset=true to start over"
-        )
+    check_resume_shape(resume, student, rd)
     if teacher is not None:
-        check_compatible(student, teacher, teacher_path)
+        check_compatible(student, teacher, t_path)
         teacher.to(device)
     loss_fn = make_loss(cfg, student, teacher, _pad(data.tgt_dict))
     n_student = student.num_parameters()
@@ -121,52 +131,33 @@ def run(cfg: DictConfig) -> StageResult:
         "distill mode=%s | student %s parameters | teacher %s (%s parameters)",
         mode,
         f"{n_student:,}",
-        teacher_path,
+        t_path,
         f"{n_teacher:,}" if n_teacher else "-",
     )
 
     def extra() -> dict[str, Any]:
-        return {"config": resolved_config(cfg), "distill": {"mode": mode, "teacher": teacher_path}}
+        return {"config": resolved_config(cfg), "distill": {"mode": mode, "teacher": t_path}}
 
     with tracked_run(cfg, resume_run_id=resume.get("mlflow_run_id") if resume else None) as tracker:
         if resume is None:
-            tracker.set_tags({"distill_mode": mode, "teacher": str(teacher_path)})
-        trainer = Trainer.for_data(
-            data,
-            resume=resume,
-            cfg=cfg,
-            model=student,
-            run_dir=rd,
-            device=device,
-            tracker=tracker,
-            loss_fn=loss_fn,
-            checkpoint_extra=extra,
-        )
+            tracker.set_tags({"distill_mode": mode, "teacher": str(t_path)})
+        trainer = make_trainer(cfg, setup, student, tracker, resume=resume, extra=extra, loss_fn=loss_fn)
         if resume is None and init is not None and cfg.distill.continue_schedule:
             trainer.continue_schedule_from(init, cfg.init_from)
-            log.info("continuing the optimizer and LR schedule of %s from update %d", cfg.init_from, trainer.state.num_updates)
+            log.info("continuing the optimizer and LR schedule of %s from update %d", cfg.init_from,
+                     trainer.state.num_updates)
         state = trainer.fit()
+        # The warm-up trains a fixed number of epochs on another task, so its
+        # validation CE is no selection criterion: it hands on its last model.
         final = rd / ("checkpoint_last.pt" if mode == "warmup" else "checkpoint_best.pt")
-        best_loss = best_checkpoint_state(rd / "checkpoint_best.pt", state)["best_valid_loss"]
-        metrics = {
-            "best_valid_loss": best_loss,
-            "last_valid_loss": state.last_valid_loss,
-            "num_updates": state.num_updates,
-            "epochs_completed": state.epoch - 1,
-            "train_seconds": state.train_seconds,
-            "train_tokens_per_s": state.target_tokens / max(state.train_seconds, 1e-9),
-            "stop_reason": state.stop_reason,
-            "parameters": n_student,
-            "teacher_parameters": n_teacher,
-        }
-        tracker.log_metrics({"parameters": float(n_student)}, step=state.num_updates)
+        best = best_checkpoint_state(rd / "checkpoint_best.pt", state)
+        metrics = training_metrics(state, best, n_student)
+        metrics.pop("best_valid_bleu", None)
         result = StageResult(
             stage="distill",
             metric_name="last_valid_loss" if mode == "warmup" else "best_valid_loss",
-            metric=state.last_valid_loss if mode == "warmup" else best_loss,
+            metric=state.last_valid_loss if mode == "warmup" else best["best_valid_loss"],
             checkpoint=str(final),
-            metrics={**metrics, "mode": mode, "teacher": teacher_path},
-            run_id=tracker.run_id,
+            metrics={**metrics, "teacher_parameters": n_teacher, "mode": mode, "teacher": t_path},
         )
-        write_result(rd, result)
-    return result
+        return finish_stage(cfg, result, tracker)

@@ -6,26 +6,19 @@ import logging
 
 from omegaconf import DictConfig
 
-from pet.checkpoint import load_checkpoint, model_from_checkpoint
-from pet.errors import ConfigError
-from pet.runtime import configure_threads, select_device
-from pet.stages.common import StageResult, check_same_vocab, load_data, run_dir, tracked_run, write_result
+from pet.checkpoint import model_from_checkpoint
+from pet.generation.translate import translate_dataset
+from pet.stages.common import StageResult, finish_stage, setup_stage
+from pet.stages.lifecycle import tracked_run
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.generation.translate import translate_dataset
-
-    if not cfg.init_from:
-        raise ConfigError("stage=evaluate needs init_from=<checkpoint .pt> (e.g. a run's checkpoint_best.pt)")
-    rd = run_dir(cfg)
-    configure_threads(cfg.trainer.num_threads)
-    device = select_device(cfg.trainer.device)
-    data = load_data(cfg)
-    ckpt = load_checkpoint(cfg.init_from)
-    check_same_vocab(ckpt, data, cfg.init_from)
-    model = model_from_checkpoint(ckpt).to(device).eval()
+    setup = setup_stage(cfg, checkpoint=True, missing_checkpoint=(
+        "stage=evaluate needs init_from=<checkpoint .pt> (e.g. a run's checkpoint_best.pt)"))
+    rd, data, device = setup.run_dir, setup.data, setup.device
+    model = model_from_checkpoint(setup.checkpoint).to(device).eval()
     split = cfg.generation.split
     raw = data.text_path(split, data.tgt_lang, "raw")
     if raw is None:
@@ -57,9 +50,7 @@ def run(cfg: DictConfig) -> StageResult:
             metrics["chrf"] = res.chrf
         else:
             metrics.pop("sacrebleu")
-        tracker.log_metrics(metrics)
-        tracker.set_tags({"sacrebleu_signature": res.sacrebleu_signature or "", "chrf_signature": res.chrf_signature or "",
-                          "checkpoint": str(cfg.init_from)})
+        tracker.set_tags({"sacrebleu_signature": res.sacrebleu_signature or "", "chrf_signature": res.chrf_signature or ""})
         for name in (f"generate-{split}.txt", "hyp.detok.txt", "ref.raw.txt"):
             tracker.log_artifact(rd / name)  # the outputs and the references they were scored against
         log.info("%s (tokenized BLEU with BPE removed): %s", split, res.summary())
@@ -70,7 +61,5 @@ def run(cfg: DictConfig) -> StageResult:
             checkpoint=str(cfg.init_from),
             metrics={**metrics, "sacrebleu_signature": res.sacrebleu_signature, "chrf_signature": res.chrf_signature,
                      "references": str(raw) if raw is not None else None},
-            run_id=tracker.run_id,
         )
-        write_result(rd, result)
-    return result
+        return finish_stage(cfg, result, tracker)

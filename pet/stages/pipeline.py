@@ -4,31 +4,30 @@ Each step is this job's config plus the step's overrides, composed by Hydra
 (so a step can switch config groups, e.g. ``pruning=two_stage_2``), and runs in
 ``<run_dir>/<step name>``. A step that needs a model and names none starts from
 the checkpoint the latest earlier step produced; ``init_from=@name`` picks a
-named step's. Finished steps (their result.json exists) are skipped, so an
+named step's (any ``key=@name`` of a step, e.g. ``distill.teacher=@teacher``,
+names that step's checkpoint). Finished steps (their result.json exists) are skipped, so an
 interrupted pipeline resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pet.checkpoint import atomic_write_text
 from pet.errors import ConfigError
-from pet.stages.common import StageResult, read_result, run_dir
-from pet.tracking import create_parent_run, finish_parent_run, reopen_parent_run
+from pet.stages import run_stage
+from pet.stages.common import StageResult, finish_stage, read_result, resolve_step_reference, run_dir
+from pet.stages.registry import stage as stage_entry
+from pet.sweep.tracking import job_tracking_context
+from pet.tracking import absolute_uri, finish_parent_run, parent_run
 
 log = logging.getLogger(__name__)
 
-NEEDS_MODEL = {"evaluate", "prune", "finetune", "distill"}
-
-
 def _job_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return []
     return [o for o in HydraConfig.get().overrides.task if not o.startswith(("paths.run_dir=", "init_from=", "run_name="))]
@@ -38,36 +37,25 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _resolve_init(value: str, products: dict[str, str]) -> str:
-    if value.startswith("@"):
-        name = value[1:]
-        if name not in products:
-            raise ConfigError(f"init_from={value} names no earlier step that produced a checkpoint ({sorted(products)})")
-        return products[name]
-    return value
-
-
-PARENT_FILE = "mlflow_parent.json"
+def _resolve_references(overrides: list[str], step_dir: Path) -> list[str]:
+    """Every ``key=@name`` of a step (``init_from``, ``distill.teacher``, ...) as
+    the checkpoint the named earlier step produced."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        out.append(f"{key}={_quote(resolve_step_reference(value, step_dir, key))}" if sep and value.startswith("@") else o)
+    return out
 
 
 def _parent_run(cfg: DictConfig, rd: Path, tags: dict[str, str]):
     """The pipeline's MLflow parent run: the one an earlier attempt of this
-    pipeline created (so a re-run keeps every step under one parent), or a new one."""
-    path = rd / PARENT_FILE
-    if path.is_file():
-        earlier = json.loads(path.read_text()).get("run_id")
-        if earlier and reopen_parent_run(cfg.tracking, earlier):
-            log.info("continuing MLflow parent run %s", earlier)
-            return earlier
-    parent = create_parent_run(cfg.tracking, run_name=f"pipeline:{cfg.run_name}", tags=tags)
-    if parent:
-        atomic_write_text(path, json.dumps({"run_id": parent}))
-    return parent
+    pipeline recorded in its run folder (so a re-run keeps every step under one
+    parent), or a new one."""
+    info = parent_run(cfg.tracking, rd, run_name=f"pipeline:{cfg.run_name}", tags=tags)
+    return info["run_id"] if info else None
 
 
 def compose_step(overrides: list[str]) -> DictConfig:
-    from hydra import compose
-
     return compose(config_name="config", overrides=overrides)
 
 
@@ -80,20 +68,15 @@ def format_table(rows: list[tuple[str, StageResult]]) -> str:
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.stages import run_stage
-
     if not cfg.stage.steps:
         raise ConfigError("stage=pipeline has no steps; use an experiment file that defines stage.steps")
     rd = run_dir(cfg)
     base = _job_overrides()
-    from pet.sweep.tracking import job_tracking_context
-
     sweep_parent, sweep_tags = job_tracking_context(cfg)
     tags = {"stage": "pipeline", **sweep_tags}
     if sweep_parent:  # a pipeline job inside a --multirun sweep nests under the sweep's run
         tags["mlflow.parentRunId"] = sweep_parent
     parent = _parent_run(cfg, rd, tags)
-    products: dict[str, str] = {}
     latest: str | None = cfg.init_from
     rows: list[tuple[str, StageResult]] = []
     status = "FAILED"
@@ -109,9 +92,11 @@ def run(cfg: DictConfig) -> StageResult:
             if stage == "pipeline":
                 raise ConfigError(f"pipeline step {step.name!r} cannot itself be a pipeline")
             explicit = next((o.split("=", 1)[1] for o in overrides if o.startswith("init_from=")), None)
-            overrides = [o for o in overrides if not o.startswith("init_from=")]
-            init = _resolve_init(explicit, products) if explicit else (latest if stage in NEEDS_MODEL else None)
-            if stage in NEEDS_MODEL and not init:
+            explicit = resolve_step_reference(explicit, step_dir, "init_from") if explicit else None
+            overrides = _resolve_references([o for o in overrides if not o.startswith("init_from=")], step_dir)
+            needs_model = stage_entry(stage).from_checkpoint
+            init = explicit if explicit else (latest if needs_model else None)
+            if needs_model and not init:
                 raise ConfigError(f"pipeline step {step.name!r} (stage={stage}) needs a model but no earlier step made one")
             extra = [f"paths.run_dir={_quote(str(step_dir))}", f"run_name={step.name}"]
             if init:
@@ -125,8 +110,7 @@ def run(cfg: DictConfig) -> StageResult:
                 log.info("=== step %s: %s", step.name, " ".join(overrides))
                 result = run_stage(compose_step(list(cfg.stage.step_defaults) + base + overrides + extra))
             rows.append((step.name, result))
-            if result.checkpoint and stage != "evaluate":
-                products[step.name] = result.checkpoint
+            if result.checkpoint and stage_entry(stage).produces_model:
                 latest = result.checkpoint
         status = "FINISHED"
     finally:
@@ -135,10 +119,9 @@ def run(cfg: DictConfig) -> StageResult:
     table = format_table(rows)
     print(f"\npipeline {cfg.run_name} finished in {rd}\n{table}")
     if parent:
-        from pet.tracking import absolute_uri
-
         print(f"MLflow: {absolute_uri(cfg.tracking.uri)} (parent run {parent}); "
               f"browse with: mlflow ui --backend-store-uri {absolute_uri(cfg.tracking.uri)}")
     final = rows[-1][1]
-    return StageResult(stage="pipeline", metric_name=final.metric_name, metric=final.metric,
-                       checkpoint=latest, metrics={n: r.metric for n, r in rows})
+    result = StageResult(stage="pipeline", metric_name=final.metric_name, metric=final.metric,
+                         checkpoint=latest, metrics={n: r.metric for n, r in rows}, run_id=parent)
+    return finish_stage(cfg, result)

@@ -6,14 +6,14 @@ import logging
 
 from omegaconf import DictConfig
 
-from pet.stages.common import StageResult, data_dir, run_dir, tracked_run, write_result
+from pet.data.prepare import load_prepared, prepare_data
+from pet.stages.common import StageResult, data_dir, finish_stage
+from pet.stages.lifecycle import tracked_run
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.data.prepare import load_prepared, prepare_data
-
     out = data_dir(cfg)
     with tracked_run(cfg) as tracker:
         prepare_data(cfg.data, out)
@@ -21,10 +21,8 @@ def run(cfg: DictConfig) -> StageResult:
         metrics = {"src_vocab": len(data.src_dict), "tgt_vocab": len(data.tgt_dict)}
         for split in ("train", "valid", "test"):
             metrics[f"{split}_pairs"] = len(data.split(split))
-        tracker.log_metrics(metrics)
         tracker.log_artifact(out / "meta.json")
-    log.info("data %s ready in %s: %s", cfg.data.name, out, ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
-    result = StageResult(stage="prepare", metric_name="src_vocab", metric=float(len(data.src_dict)), metrics=metrics,
-                         run_id=tracker.run_id)
-    write_result(run_dir(cfg), result)
-    return result
+        log.info("data %s ready in %s: %s", cfg.data.name, out, ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
+        result = StageResult(stage="prepare", metric_name="src_vocab", metric=float(len(data.src_dict)),
+                             metrics=metrics)
+        return finish_stage(cfg, result, tracker)

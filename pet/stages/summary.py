@@ -11,11 +11,14 @@ import logging
 
 from omegaconf import DictConfig
 
+from pet.analysis.summary import format_summary, summarize
 from pet.checkpoint import load_checkpoint, model_from_checkpoint
+from pet.data.prepare import load_prepared
 from pet.errors import ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
-from pet.stages.common import StageResult, data_dir, run_dir, write_result
+from pet.stages.common import StageResult, data_dir, finish_stage
+from pet.stages.lifecycle import tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,6 @@ log = logging.getLogger(__name__)
 def _vocab_sizes(cfg: DictConfig) -> tuple[int, int]:
     if cfg.data.src_vocab_size and cfg.data.tgt_vocab_size:
         return cfg.data.src_vocab_size, cfg.data.tgt_vocab_size
-    from pet.data.prepare import load_prepared
-
     folder = data_dir(cfg)
     if not (folder / "meta.json").exists():
         raise ConfigError(
@@ -36,8 +37,6 @@ def _vocab_sizes(cfg: DictConfig) -> tuple[int, int]:
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.analysis.summary import format_summary, summarize
-
     if cfg.init_from:
         model = model_from_checkpoint(load_checkpoint(cfg.init_from))
         name = str(cfg.init_from)
@@ -56,5 +55,5 @@ def run(cfg: DictConfig) -> StageResult:
         "flops_per_tgt_token": flops["total_per_tgt_token"],
     }
     result = StageResult(stage="summary", metric_name="parameters", metric=float(metrics["parameters"]), metrics=metrics)
-    write_result(run_dir(cfg), result)
-    return result
+    with tracked_run(cfg) as tracker:
+        return finish_stage(cfg, result, tracker)
