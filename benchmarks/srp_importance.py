@@ -58,9 +58,8 @@ def main() -> None:
     from pet.checkpoint import load_checkpoint, model_from_checkpoint
     from pet.data.batching import eval_batches
     from pet.pruning.gates import dim_ownership, groups_for, set_gates, to_gated
-    from pet.pruning.importance import gradient_importance, random_importance
-    from pet.pruning.rate import parameter_count, plan
-    from pet.pruning.selection import select
+    from pet.pruning.importance import ImportanceContext, gradient_importance, random_importance
+    from pet.pruning.selection import select_for_rate
     from pet.stages.common import check_same_vocab, load_data
     from pet.stages.prune import importance_batches as sample_importance_batches
 
@@ -90,9 +89,9 @@ def main() -> None:
     groups = groups_for(gated, "all")
     own = dim_ownership(gated)
     started = time.perf_counter()
-    signed = gradient_importance(gated, groups, importance_batches, padding_idx=pad)
+    signed = gradient_importance(ImportanceContext(gated, groups, lambda: importance_batches, padding_idx=pad))
     print(f"importance over {len(importance_batches)} batches: {time.perf_counter() - started:.0f}s", flush=True)
-    random1, random2 = random_importance(groups, 1), random_importance(groups, 2)
+    random1, random2 = (random_importance(ImportanceContext(gated, groups, seed=s)) for s in (1, 2))
     criteria = {
         "gradient": signed,
         "gradient_magnitude": {k: v.abs() for k, v in signed.items()},
@@ -104,7 +103,7 @@ def main() -> None:
             criteria[f"gradient for {kind} only"] = {g.name: signed[g.name] if g.kind == kind else random1[g.name] for g in groups}
 
     def nll_after_removal(scores, rate: float) -> float:
-        selection = select(groups, scores, plan(own, groups, rate * parameter_count(own, {})))
+        selection = select_for_rate(own, groups, scores, rate=rate).selection
         model = to_gated(base).eval()
         set_gates(model, selection, 0.0)
         return mean_nll(model, valid_batches, pad)

@@ -30,18 +30,17 @@ def pruned_pair(model_name: str, rate: float, src_vocab: int, tgt_vocab: int, se
     from pet.models.spec import spec_from_config
     from pet.models.transformer import TransformerModel
     from pet.pruning.gates import dim_ownership, groups_for, set_gates, to_gated
-    from pet.pruning.importance import random_importance
-    from pet.pruning.rate import parameter_count, plan
+    from pet.pruning.importance import ImportanceContext, random_importance
     from pet.pruning.removal import remove_pruned
-    from pet.pruning.selection import select
+    from pet.pruning.selection import select_for_rate
 
     cfg = compose(["tracking=none", f"model={model_name}"])
     torch.manual_seed(seed)
     plain = TransformerModel(spec_from_config(cfg.model, src_vocab, tgt_vocab)).eval()
     gated = to_gated(plain).eval()
     groups = groups_for(gated, "all")
-    own = dim_ownership(gated)
-    selection = select(groups, random_importance(groups, seed), plan(own, groups, rate * parameter_count(own, {})))
+    scores = random_importance(ImportanceContext(gated, groups, seed=seed))
+    selection = select_for_rate(dim_ownership(gated), groups, scores, rate=rate).selection
     set_gates(gated, selection, 0.0)
     return plain, remove_pruned(gated).eval()
 

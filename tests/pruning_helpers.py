@@ -8,8 +8,7 @@ import torch
 
 from pet.models.transformer import TransformerModel
 from pet.pruning.gates import dim_ownership, groups_for, set_gates, to_gated
-from pet.pruning.rate import parameter_count, plan
-from pet.pruning.selection import Selection, select
+from pet.pruning.selection import Selection, select_for_rate
 from tests.conftest import small_model
 
 # Uneven on purpose: encoder and decoder widths differ, FFNs differ per side.
@@ -19,11 +18,9 @@ UNEVEN = dict(encoder_embed_dim=32, decoder_embed_dim=48, encoder_ffn_dim=48, de
 def random_selection(model: TransformerModel, targets: str = "all", keep: float = 0.5, seed: int = 0) -> Selection:
     """A valid selection (equal per head, global FFN pool) from random scores."""
     groups = groups_for(model, targets)
-    own = dim_ownership(model)
-    target = keep * parameter_count(own, {})
     g = torch.Generator().manual_seed(seed)
     scores = {gr.name: torch.rand(gr.size, generator=g) for gr in groups}
-    return select(groups, scores, plan(own, groups, target))
+    return select_for_rate(dim_ownership(model), groups, scores, rate=keep).selection
 
 
 def zero_selected(model: TransformerModel, selection: Selection) -> None:

@@ -5,7 +5,13 @@ import torch
 import torch.nn.functional as F
 
 from pet.pruning.gates import gate_buffer, groups_for
-from pet.pruning.importance import gradient_importance, gradient_magnitude_importance, random_importance
+from pet.pruning.importance import (
+    CRITERIA,
+    ImportanceContext,
+    gradient_importance,
+    gradient_magnitude_importance,
+    random_importance,
+)
 from tests.conftest import random_batch
 from tests.pruning_helpers import gated_small
 
@@ -26,7 +32,7 @@ def test_gradient_importance_is_minus_the_derivative_of_the_mean_nll():
     _, gated = gated_small(seed=2)
     gated = gated.double()
     groups = groups_for(gated, "all")
-    scores = gradient_importance(gated, groups, BATCHES)
+    scores = gradient_importance(ImportanceContext(gated, groups, lambda: BATCHES))
     eps = 1e-6
     for group in (groups[0], groups[2], groups[-1]):  # an embedding stream, an attention module, an FFN
         c = gate_buffer(gated, group.name)
@@ -44,7 +50,7 @@ def test_gradient_importance_leaves_the_model_untouched():
     _, gated = gated_small(seed=4)
     gated.train()
     before = {k: v.clone() for k, v in gated.state_dict().items()}
-    gradient_importance(gated, groups_for(gated, "all"), BATCHES)
+    gradient_importance(ImportanceContext(gated, groups_for(gated, "all"), lambda: BATCHES))
     assert gated.training
     assert all(p.grad is None for p in gated.parameters())
     assert all(not b.requires_grad for b in gated.buffers())
@@ -54,8 +60,8 @@ def test_gradient_importance_leaves_the_model_untouched():
 def test_magnitude_is_the_absolute_gradient_and_ranks_differently():
     _, gated = gated_small(seed=5)
     groups = groups_for(gated, "all")
-    signed = gradient_importance(gated, groups, BATCHES)
-    magnitude = gradient_magnitude_importance(gated, groups, BATCHES)
+    signed = gradient_importance(ImportanceContext(gated, groups, lambda: BATCHES))
+    magnitude = gradient_magnitude_importance(ImportanceContext(gated, groups, lambda: BATCHES))
     assert set(magnitude) == set(signed)
     for name in signed:
         assert torch.allclose(magnitude[name], signed[name].abs())
@@ -67,7 +73,7 @@ def test_magnitude_is_the_absolute_gradient_and_ranks_differently():
 def test_random_importance_is_seeded():
     _, gated = gated_small(seed=0)
     groups = groups_for(gated, "all")
-    a, b, c = random_importance(groups, 1), random_importance(groups, 1), random_importance(groups, 2)
+    a, b, c = (random_importance(ImportanceContext(gated, groups, seed=s)) for s in (1, 1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -78,4 +84,15 @@ def test_importance_refuses_a_model_already_being_pruned():
     with torch.no_grad():
         gate_buffer(gated, groups[0].name)[0] = 0.5
     with pytest.raises(ValueError, match="c = 1"):
-        gradient_importance(gated, groups, BATCHES)
+        gradient_importance(ImportanceContext(gated, groups, lambda: BATCHES))
+
+
+def test_every_criterion_takes_the_context_and_only_gradients_sample_batches():
+    _, gated = gated_small(seed=0)
+    groups = groups_for(gated, "all")
+    for name, criterion in CRITERIA.items():
+        sampled = []
+        ctx = ImportanceContext(gated, groups, lambda log=sampled: log.append(1) or BATCHES, seed=3)
+        scores = criterion(ctx)
+        assert {g.name: g.size for g in groups} == {k: v.numel() for k, v in scores.items()}
+        assert len(sampled) == (0 if name == "random" else 1), name

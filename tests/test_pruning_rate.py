@@ -8,9 +8,9 @@ import torch
 from pet.errors import ConfigError
 from pet.models.spec import spec_from_config
 from pet.pruning.gates import dim_ownership, gate_groups, groups_for, meta_model, to_gated
-from pet.pruning.rate import Polynomial, chain_target, parameter_count, plan, polynomial
+from pet.pruning.rate import Polynomial, chain_target, parameter_count, polynomial
 from pet.pruning.removal import remove_pruned
-from pet.pruning.selection import select
+from pet.pruning.selection import select_for_rate
 from tests.conftest import model_config, small_model
 from tests.pruning_helpers import zero_selected
 
@@ -30,7 +30,8 @@ def achieved(model, targets, rate, seed=0):
     target = chain_target(own, groups, targets, rate)
     pruned = groups_for(model, targets)
     g = torch.Generator().manual_seed(seed)
-    sel = select(pruned, {x.name: torch.rand(x.size, generator=g) for x in pruned}, plan(own, pruned, target.target_parameters))
+    scores = {x.name: torch.rand(x.size, generator=g) for x in pruned}
+    sel = select_for_rate(own, pruned, scores, target_parameters=target.target_parameters).selection
     count = parameter_count(own, {x.name: x.size - len(sel[x.name]) for x in pruned})
     return target, count, parameter_count(own, {})
 
@@ -78,7 +79,8 @@ def test_two_stage_chain_ends_at_the_requested_rate():
         origin = meta_model(plain.spec)
         t = chain_target(dim_ownership(origin), gate_groups(origin), targets, 0.4, history=history)
         groups = groups_for(gated, targets)
-        sel = select(groups, {g.name: torch.rand(g.size) for g in groups}, plan(dim_ownership(gated), groups, t.target_parameters))
+        scores = {g.name: torch.rand(g.size) for g in groups}
+        sel = select_for_rate(dim_ownership(gated), groups, scores, target_parameters=t.target_parameters).selection
         zero_selected(gated, sel)
         model = remove_pruned(gated)
         history.append({"targets": targets, "emb_level": t.emb_level, "heads_ffn_level": t.heads_ffn_level})

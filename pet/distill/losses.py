@@ -50,6 +50,12 @@ Distillation (:class:`DistillationLoss`, teacher = the tiny teacher)
 
 The teacher is frozen (``requires_grad_(False)``), kept in eval mode (no
 dropout) and run under ``torch.no_grad()``.
+
+With β = 0 the same loss is SRP's KD from the unpruned model
+(``pruning.kd_alpha``, ``pruning.kd_temperature``): no layer map and no
+student to check. With α = β = 0 it needs no teacher (``teacher=None``) and is
+the label-smoothed CE alone; ``kd_kl`` and ``kd_hidden`` are logged whenever a
+teacher runs.
 """
 
 from __future__ import annotations
@@ -212,7 +218,7 @@ class DistillationLoss:
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: Optional[nn.Module],
         padding_idx: int,
         alpha: float = 0.1,
         beta: float = 50.0,
@@ -222,7 +228,15 @@ class DistillationLoss:
         decoder_layer_map: Sequence[Sequence[int]] = (),
         student: Optional[nn.Module] = None,
     ):
-        self.teacher = freeze(teacher)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"kd alpha must be in [0, 1], got {alpha}")
+        if temperature <= 0:
+            raise ValueError(f"kd temperature must be > 0, got {temperature}")
+        if beta < 0:
+            raise ValueError(f"kd beta must be >= 0, got {beta}")
+        if teacher is None and (alpha > 0 or beta > 0):
+            raise ValueError(f"DistillationLoss with alpha={alpha}, beta={beta} needs a teacher")
+        self.teacher = freeze(teacher) if teacher is not None else None
         self.pad = padding_idx
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
         self.eps = label_smoothing
@@ -244,18 +258,25 @@ class DistillationLoss:
             self.dec_pairs = resolve_layer_map("decoder", decoder_layer_map, ss.decoder.depth, ts.decoder.depth)
 
     def terms(self, model: nn.Module, batch) -> dict[str, Tensor]:
-        """The unweighted token sums: ce, nll, kl (already × T²), hidden."""
+        """The unweighted token sums: ce, nll, and with a teacher kl (already × T²)
+        and hidden."""
         want_states = self.beta > 0
         mask = batch.target.ne(self.pad)
         ntokens = mask.sum()
-        self.teacher.eval()
-        with torch.no_grad():
-            t_logits, t_enc, t_dec = self.teacher(batch.src_tokens, batch.prev_output_tokens, return_states=want_states)
+        if self.teacher is not None:
+            self.teacher.eval()
+            with torch.no_grad():
+                t_logits, t_enc, t_dec = self.teacher(
+                    batch.src_tokens, batch.prev_output_tokens, return_states=want_states
+                )
         s_logits, s_enc, s_dec = model(batch.src_tokens, batch.prev_output_tokens, return_states=want_states)
         target = batch.target[mask]
-        s_sel, t_sel = s_logits[mask], t_logits[mask]
+        s_sel = s_logits[mask]
         ce, nll = label_smoothed_nll_loss(F.log_softmax(s_sel.float(), dim=-1), target, self.eps, self.pad)
-        kl = kd_kl_sum(s_sel, t_sel, self.temperature) * self.temperature**2
+        out = {"ce": ce, "nll": nll}
+        if self.teacher is None:
+            return out
+        out["kl"] = kd_kl_sum(s_sel, t_logits[mask], self.temperature) * self.temperature**2
         hidden = ce.new_zeros(())
         if want_states:
             src_mask = batch.src_tokens.ne(self.pad)
@@ -266,18 +287,19 @@ class DistillationLoss:
                 sides.append(hidden_state_mse(s_dec, t_dec, self.dec_pairs, mask))
             if sides:
                 hidden = torch.stack(sides).mean() * ntokens
-        return {"ce": ce, "nll": nll, "kl": kl, "hidden": hidden}
+        out["hidden"] = hidden
+        return out
 
     def __call__(self, model: nn.Module, batch) -> tuple[Tensor, dict[str, float]]:
         t = self.terms(model, batch)
-        loss = (1.0 - self.alpha) * t["ce"] + self.alpha * t["kl"] + self.beta * t["hidden"]
-        logs = {
-            "loss": loss.item(),
-            "nll_loss": t["nll"].item(),
-            "kd_ce": t["ce"].item(),
-            "kd_kl": t["kl"].item(),
+        if self.teacher is None:
+            loss = t["ce"]
+        else:
+            loss = (1.0 - self.alpha) * t["ce"] + self.alpha * t["kl"] + self.beta * t["hidden"]
+        logs = {"loss": loss.item(), "nll_loss": t["nll"].item(), "kd_ce": t["ce"].item()}
+        if self.teacher is not None:
+            logs["kd_kl"] = t["kl"].item()
             # bits like the others would be meaningless for an MSE: undo the
             # trainer's / ln 2 so train_kd_hidden is the per-token mean itself.
-            "kd_hidden": t["hidden"].item() * LN2,
-        }
+            logs["kd_hidden"] = t["hidden"].item() * LN2
         return loss, logs

@@ -15,7 +15,12 @@ Choices:
 * **One backward pass per batch**, gradients taken only w.r.t. the
   connectivity buffers (``torch.autograd.grad``), so no parameter gradient is
   accumulated and the model is left exactly as it was.
-* ``pruning.importance=random`` is the ablation: seeded uniform scores.
+* ``pruning.importance=random`` is the ablation: seeded uniform scores (it
+  never samples batches).
+
+Every criterion is ``criterion(ctx: ImportanceContext) -> {group name: scores}``
+and :data:`CRITERIA` maps the ``pruning.importance`` choices to them: a new
+criterion is one function and one entry there.
 * ``pruning.importance=gradient_magnitude`` scores |∂L/∂cᵢ| instead (the
   Taylor criterion of Molchanov et al., 2017). Measured here
   (``benchmarks/srp_importance.py``): removing a unit is not a small step, so
@@ -28,7 +33,9 @@ Choices:
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +46,28 @@ from pet.models.transformer import TransformerModel
 from pet.pruning.gates import GateGroup, gate_buffer
 
 
-def gradient_importance(
-    model: TransformerModel, groups: Sequence[GateGroup], batches: Iterable[Batch], padding_idx: int = 1
-) -> dict[str, Tensor]:
-    """−∂(mean token NLL)/∂c for every group, accumulated over ``batches``."""
+@dataclass(frozen=True)
+class ImportanceContext:
+    """What a criterion may use. ``sample`` produces the batches and is called
+    only when a criterion reads :attr:`batches` (at most once)."""
+
+    model: TransformerModel  # gated, every c = 1
+    groups: Sequence[GateGroup]
+    sample: Callable[[], Iterable[Batch]] = tuple
+    padding_idx: int = 1
+    seed: int = 0
+
+    @cached_property
+    def batches(self) -> list[Batch]:
+        return list(self.sample())
+
+
+Criterion = Callable[[ImportanceContext], dict[str, Tensor]]
+
+
+def gradient_importance(ctx: ImportanceContext) -> dict[str, Tensor]:
+    """−∂(mean token NLL)/∂c for every group, accumulated over ``ctx.batches``."""
+    model, groups, padding_idx = ctx.model, ctx.groups, ctx.padding_idx
     if not model.spec.gated:
         raise ValueError("importance needs a gated model (pet.pruning.gates.to_gated)")
     buffers = [gate_buffer(model, g) for g in groups]
@@ -57,7 +82,7 @@ def gradient_importance(
     try:
         for c in buffers:
             c.requires_grad_(True)
-        for batch in batches:
+        for batch in ctx.batches:
             batch = batch.to(device)
             logits, _, _ = model(batch.src_tokens, batch.prev_output_tokens)
             lprobs = F.log_softmax(logits.float(), dim=-1)
@@ -78,18 +103,20 @@ def gradient_importance(
     return {g.name: (-acc / ntokens).float().cpu() for g, acc in zip(groups, grads)}
 
 
-def gradient_magnitude_importance(
-    model: TransformerModel, groups: Sequence[GateGroup], batches: Iterable[Batch], padding_idx: int = 1
-) -> dict[str, Tensor]:
+def gradient_magnitude_importance(ctx: ImportanceContext) -> dict[str, Tensor]:
     """|∂L/∂c|: a unit matters if the loss is sensitive to it in either direction."""
-    return {name: s.abs() for name, s in gradient_importance(model, groups, batches, padding_idx).items()}
+    return {name: s.abs() for name, s in gradient_importance(ctx).items()}
 
 
-# pruning.importance -> scorer, for the criteria that need a backward pass.
-GRADIENT_SCORES = {"gradient": gradient_importance, "gradient_magnitude": gradient_magnitude_importance}
-
-
-def random_importance(groups: Sequence[GateGroup], seed: int) -> dict[str, Tensor]:
+def random_importance(ctx: ImportanceContext) -> dict[str, Tensor]:
     """Seeded uniform scores: the ablation that shows what importance buys."""
-    gen = torch.Generator().manual_seed(seed)
-    return {g.name: torch.rand(g.size, generator=gen) for g in groups}
+    gen = torch.Generator().manual_seed(ctx.seed)
+    return {g.name: torch.rand(g.size, generator=gen) for g in ctx.groups}
+
+
+# pruning.importance -> criterion
+CRITERIA: dict[str, Criterion] = {
+    "gradient": gradient_importance,
+    "gradient_magnitude": gradient_magnitude_importance,
+    "random": random_importance,
+}

@@ -16,17 +16,22 @@ per-head count), a stream keeps at least one dimension, and each FFN keeps
 its single most important neuron — it is exempt from the global threshold,
 and the pool is capped at "all but one per layer". Ties break by index
 (stable sort), so a selection is reproducible.
+
+:func:`select_for_rate` is the whole one-shot step: gate groups and their
+scores in, the rate solver's plan, the selection and the exact parameter
+count it leaves out.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from pet.pruning.gates import GateGroup
-from pet.pruning.rate import PrunePlan
+from pet.pruning.gates import DimOwnership, GateGroup
+from pet.pruning.rate import PrunePlan, parameter_count, plan
 
 Selection = dict[str, list[int]]  # group name -> sorted indices of pruned units
 
@@ -77,3 +82,31 @@ def _global_ffn(fc: Sequence[GateGroup], scores: Mapping[str, Tensor], pool: int
 def selection_summary(groups: Sequence[GateGroup], selection: Selection) -> dict[str, str]:
     """``group -> "kept/size"`` for logs and reports."""
     return {g.name: f"{g.size - len(selection.get(g.name, []))}/{g.size}" for g in groups}
+
+
+@dataclass(frozen=True)
+class RateSelection:
+    plan: PrunePlan
+    selection: Selection
+    kept: dict[str, int]  # group name -> units it keeps
+    predicted_parameters: float  # exact parameter count once the selection is removed
+
+
+def select_for_rate(
+    own: DimOwnership,
+    groups: Sequence[GateGroup],
+    scores: Mapping[str, Tensor],
+    *,
+    rate: Optional[float] = None,
+    target_parameters: Optional[float] = None,
+) -> RateSelection:
+    """Prune ``groups`` of the model ``own`` describes down to ``target_parameters``
+    (or to ``rate`` times its current count), lowest ``scores`` first."""
+    if (rate is None) == (target_parameters is None):
+        raise ValueError("select_for_rate takes one of rate and target_parameters")
+    if target_parameters is None:
+        target_parameters = rate * parameter_count(own, {})
+    prune_plan = plan(own, groups, target_parameters)
+    selection = select(groups, scores, prune_plan)
+    kept = {g.name: g.size - len(selection.get(g.name, [])) for g in groups}
+    return RateSelection(prune_plan, selection, kept, parameter_count(own, kept))

@@ -19,7 +19,8 @@
   - geometric: c = final_value^(k/N) (c ← c·q with q = final_value^(1/N));
   - oneshot: c = 0 from the start (the ablation: no regularization);
 
-  and at k = N, c is set to exactly 0. Update k+1 of a per-step period trains
+  (:data:`SCHEDULES`, the ``shrink.type`` choices) and at k = N, c is set to
+  exactly 0. Update k+1 of a per-step period trains
   at value(k); epoch e of a per-epoch period trains at value(e) (its value
   applies from the epoch's start), so the last epoch trains at c = 0, the
   level the units are removed at. With ``unit=step``, N is counted from
@@ -35,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -47,22 +48,61 @@ from pet.training.trainer import TrainHook
 log = logging.getLogger(__name__)
 
 
+def arithmetic(fraction: float, final_value: float) -> float:
+    return 1.0 - fraction
+
+
+def geometric(fraction: float, final_value: float) -> float:
+    return final_value ** fraction
+
+
+def oneshot(fraction: float, final_value: float) -> float:
+    return 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A shrink schedule: ``curve(k/N, final_value)`` is c after k of N units, for
+    0 <= k < N (c is exactly 0 from k = N on, whatever the curve).
+
+    ``at_once``: c is 0 from the start, so the period's length and unit change
+    nothing and the schedule is complete at any point of the period."""
+
+    curve: Callable[[float, float], float]
+    at_once: bool = False
+
+    def value(self, done: int, total: int, final_value: float) -> float:
+        if self.at_once or total <= 0 or done >= total:
+            return 0.0
+        return self.curve(done / total, final_value)
+
+
+# shrink.type -> schedule; a new schedule is one curve and one entry here.
+SCHEDULES: dict[str, Schedule] = {
+    "arithmetic": Schedule(arithmetic),
+    "geometric": Schedule(geometric),
+    "oneshot": Schedule(oneshot, at_once=True),
+}
+
+
 @dataclass
 class ShrinkSchedule:
-    type: str  # arithmetic | geometric | oneshot
+    type: str  # a SCHEDULES key
     unit: str  # step | epoch
     total: int  # N: updates (unit=step) or epochs (unit=epoch) in the period
     final_value: float = 1e-5
 
+    def __post_init__(self) -> None:
+        if self.type not in SCHEDULES:
+            raise ValueError(f"unknown shrink type {self.type!r}; choose one of: {', '.join(SCHEDULES)}")
+
+    @property
+    def at_once(self) -> bool:
+        return SCHEDULES[self.type].at_once
+
     def value(self, done: int) -> float:
         """c of a selected unit after ``done`` units of the period."""
-        if self.type == "oneshot" or self.total <= 0 or done >= self.total:
-            return 0.0
-        if self.type == "arithmetic":
-            return 1.0 - done / self.total
-        if self.type == "geometric":
-            return self.final_value ** (done / self.total)
-        raise ValueError(f"unknown shrink type {self.type!r}")
+        return SCHEDULES[self.type].value(done, self.total, self.final_value)
 
 
 def steps_in_period(trainer: Any, epochs: int) -> int:
@@ -115,7 +155,7 @@ class ShrinkHook(TrainHook):
     # ------------------------------------------------------------ schedule
     @property
     def complete(self) -> bool:
-        return self.schedule.type == "oneshot" or self.done >= self.schedule.total
+        return self.schedule.at_once or self.done >= self.schedule.total
 
     def current_value(self) -> float:
         """c the selected units train at now. Per step, update k+1 trains at

@@ -44,7 +44,7 @@ from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkp
 from pet.errors import CheckpointError, ConfigError
 from pet.runtime import configure_threads, is_main_process, seed_everything, seed_rank, select_device
 from pet.stages.common import StageResult, check_same_vocab, load_data, origin_teacher, read_result, resolved_config, run_dir, tracked_run, write_result
-from pet.pruning.kd import origin_checkpoint
+from pet.pruning.origin import origin_checkpoint
 from pet.training.schedule import continuation_schedule, final_lr
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,9 @@ def _verify_batches(cfg: DictConfig, valid: Any) -> list:
 def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     """Importance, rate and selection for this run: the ``pruning_state`` saved with every checkpoint."""
     from pet.pruning.gates import check_prunable, dim_ownership, gate_groups, groups_for, meta_model
-    from pet.pruning.importance import GRADIENT_SCORES, random_importance
-    from pet.pruning.rate import chain_target, parameter_count, plan
-    from pet.pruning.selection import select, selection_summary
+    from pet.pruning.importance import CRITERIA, ImportanceContext
+    from pet.pruning.rate import chain_target
+    from pet.pruning.selection import select_for_rate, selection_summary
 
     p = cfg.pruning
     origin_spec = history[0]["origin_spec"] if history else base.spec.to_dict()
@@ -147,15 +147,10 @@ def _select(cfg: DictConfig, data: Any, base, gated, history: list[dict[str, Any
     groups = groups_for(gated, p.targets)
     own = dim_ownership(gated)
     check_prunable(own, groups)
-    prune_plan = plan(own, groups, target.target_parameters)
-    if p.importance == "random":
-        scores = random_importance(groups, p.importance_seed)
-    else:
-        batches = importance_batches(cfg, data.split("train"))
-        scores = GRADIENT_SCORES[p.importance](gated, groups, batches, padding_idx=data.tgt_dict.pad)
-    selection = select(groups, scores, prune_plan)
-    kept = {g.name: g.size - len(selection.get(g.name, [])) for g in groups}
-    predicted = parameter_count(own, kept)
+    ctx = ImportanceContext(gated, groups, lambda: importance_batches(cfg, data.split("train")),
+                            padding_idx=data.tgt_dict.pad, seed=p.importance_seed)
+    chosen = select_for_rate(own, groups, CRITERIA[p.importance](ctx), target_parameters=target.target_parameters)
+    prune_plan, selection, predicted = chosen.plan, chosen.selection, chosen.predicted_parameters
     log.info(
         "%s pruning: target %.0f parameters (%.4f of the origin's %s), keep ratio %.4f (closed form %.4f); "
         "after selection %.0f",
@@ -199,7 +194,7 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
            source: str):
     """Steps 1-4 on ``base`` (loaded from ``source``); returns (pruned model, history entry)."""
     from pet.pruning.gates import gate_groups, to_gated
-    from pet.pruning.kd import DistillationLoss
+    from pet.distill.losses import DistillationLoss
     from pet.pruning.removal import remove_pruned, verify_removal
     from pet.pruning.shrink import ShrinkHook
     from pet.training.trainer import Budget, Trainer
@@ -233,8 +228,9 @@ def _prune(cfg: DictConfig, rd: Path, data: Any, base, init: dict[str, Any], tra
         budget = Budget(max_epoch=0 if p.period_updates else p.pruning_period,
                         max_update=p.period_updates or cfg.trainer.max_update,
                         max_time_minutes=cfg.trainer.max_time_minutes, patience=0)
-        teacher = kd_teacher(cfg, base, history, data).to(device) if p.kd_alpha > 0 else copy.deepcopy(base)
-        loss = DistillationLoss(teacher, p.kd_alpha, p.kd_temperature, cfg.optim.label_smoothing, data.tgt_dict.pad)
+        teacher = kd_teacher(cfg, base, history, data).to(device) if p.kd_alpha > 0 else None
+        loss = DistillationLoss(teacher, data.tgt_dict.pad, alpha=p.kd_alpha, beta=0.0, temperature=p.kd_temperature,
+                                label_smoothing=cfg.optim.label_smoothing)
         trainer = Trainer.for_data(
             data,
             resume=resume,
