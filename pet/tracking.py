@@ -2,12 +2,16 @@
 
 The run id is stored in each checkpoint: a resumed job re-attaches to its run
 and does not log params again (MLflow refuses to change a logged param).
+Parent runs group a sweep's jobs or a pipeline's steps (:func:`parent_run`,
+:func:`finish_parent_run`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -145,6 +149,45 @@ def make_tracker(cfg: Any, enabled: bool = True) -> NullTracker:
     return MlflowTracker(cfg.uri, cfg.experiment, cfg.artifact_location)
 
 
+# ------------------------------------------------------------ parent runs
+#
+# A parent run groups the runs started from one folder: a sweep's jobs (the
+# sweep dir) or a pipeline's steps (the pipeline's run dir). The folder's
+# mlflow_parent.json records it, so a relaunch reopens the same parent instead
+# of starting a second one.
+
+PARENT_FILE = "mlflow_parent.json"
+
+
+def mlflow_client(uri: str) -> Any:
+    """An MLflow client of the store at ``uri`` (it leaves the process's active run alone)."""
+    import mlflow  # deferred: heavy, and only needed when tracking is on
+
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def read_parent(folder: str | Path) -> Optional[dict[str, Any]]:
+    """The parent run recorded in ``<folder>/mlflow_parent.json``, or None."""
+    path = Path(folder) / PARENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        log.warning("ignoring unreadable %s (%s)", path, e)
+        return None
+    return info if isinstance(info, dict) and info.get("run_id") else None
+
+
+def write_parent(folder: str | Path, info: Mapping[str, Any]) -> Path:
+    # deferred: pet.checkpoint imports torch, which tracking itself does not need
+    from pet.checkpoint import atomic_write_text
+
+    path = Path(folder) / PARENT_FILE
+    atomic_write_text(path, json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
+    return path
+
+
 def create_parent_run(cfg: Any, run_name: str, tags: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """A run that groups child jobs (pipeline steps, sweep jobs) without being
     the active run of this process, so children can start their own."""
@@ -156,29 +199,83 @@ def create_parent_run(cfg: Any, run_name: str, tags: Optional[Mapping[str, str]]
     return run.info.run_id
 
 
-def finish_parent_run(cfg: Any, run_id: Optional[str], status: str = "FINISHED", metrics: Optional[Mapping[str, float]] = None) -> None:
-    if run_id is None or cfg.backend == "none":
-        return
-    import mlflow
+def parent_run(
+    cfg: Any,
+    folder: str | Path,
+    run_name: str,
+    tags: Optional[Mapping[str, str]] = None,
+    record: Optional[Mapping[str, Any]] = None,
+) -> Optional[dict[str, Any]]:
+    """Open the parent run of ``folder`` and record it in ``<folder>/mlflow_parent.json``.
 
-    mlflow.set_tracking_uri(absolute_uri(cfg.uri))
-    client = mlflow.MlflowClient()
+    The run recorded there is reopened (status RUNNING again, ``tags`` set anew)
+    when it belongs to this tracking store and the store still has it, so every
+    launch's children stay under one parent; otherwise a new run is created with
+    ``tags``. The file gets the run id, the store, the experiment, the run name,
+    how many launches opened the run, when it was created, and ``record``.
+    Returns what was written; None with tracking=none.
+    """
+    if cfg.backend == "none":
+        return None
+    uri = absolute_uri(cfg.uri)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    old = read_parent(folder)
+    run_id, launches = None, 1
+    # a record without tracking_uri names a run of this store
+    if old and old.get("tracking_uri", uri) == uri:
+        try:
+            mlflow_client(uri).update_run(old["run_id"], status="RUNNING")
+            run_id = old["run_id"]
+            launches = int(old.get("launches") or 1) + 1
+            log.info("reopened MLflow parent run %s (recorded in %s)", run_id, folder / PARENT_FILE)
+        except Exception as e:
+            log.warning("parent run %s from %s not found in %s (%s); creating a new one",
+                        old["run_id"], folder / PARENT_FILE, uri, e)
+    if run_id is None:
+        run_id = create_parent_run(cfg, run_name=run_name, tags=tags)
+    else:
+        client = mlflow_client(uri)
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, v)
+    info = {
+        "run_id": run_id,
+        "tracking_uri": uri,
+        "experiment": cfg.experiment,
+        "experiment_id": mlflow_client(uri).get_run(run_id).info.experiment_id,
+        "run_name": run_name,
+        **dict(record or {}),
+        "launches": launches,
+        "created": (old or {}).get("created") if launches > 1 else None,
+    }
+    info["created"] = info["created"] or time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_parent(folder, info)
+    return info
+
+
+def finish_parent_run(
+    tracking: Any,
+    run_id: Optional[str],
+    status: str = "FINISHED",
+    metrics: Optional[Mapping[str, float]] = None,
+    tags: Optional[Mapping[str, str]] = None,
+) -> None:
+    """Log ``metrics`` and ``tags`` to a parent run, then mark it ``status``.
+
+    ``tracking``: the tracking config the run was opened with, or its store's
+    URI. Does nothing without a run id or with tracking=none.
+    """
+    if run_id is None:
+        return
+    if isinstance(tracking, str):
+        uri = tracking
+    elif tracking.backend == "none":
+        return
+    else:
+        uri = absolute_uri(tracking.uri)
+    client = mlflow_client(uri)
     for k, v in (metrics or {}).items():
         client.log_metric(run_id, k, float(v))
+    for k, v in (tags or {}).items():
+        client.set_tag(run_id, k, v)
     client.set_terminated(run_id, status=status)
-
-
-def reopen_parent_run(cfg: Any, run_id: str) -> bool:
-    """Mark an earlier parent run RUNNING again (a re-run pipeline keeps its
-    children under one parent); False if the store no longer has it."""
-    if cfg.backend == "none":
-        return False
-    import mlflow
-
-    mlflow.set_tracking_uri(absolute_uri(cfg.uri))
-    client = mlflow.MlflowClient()
-    try:
-        client.update_run(run_id, status="RUNNING")
-    except Exception:
-        return False
-    return True

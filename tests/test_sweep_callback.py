@@ -13,7 +13,8 @@ import mlflow
 import pytest
 
 from pet.sweep.callbacks import SweepCallback
-from pet.sweep.tracking import PARENT_FILE, child_runs, read_parent, split_override
+from pet.sweep.tracking import child_runs, split_override
+from pet.tracking import PARENT_FILE, read_parent
 from tests.conftest import REPO
 
 

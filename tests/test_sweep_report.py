@@ -13,17 +13,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from pet.errors import ConfigError
-from pet.sweep.report import (
-    COMPLETED,
-    FAILED,
-    MISSING,
-    ReportOptions,
-    canonicalize,
-    collect_from_sweep_dir,
-    make_report,
-    metric_columns,
-    pareto_front,
-)
+from pet.sweep.collect import COMPLETED, FAILED, MISSING, Job, collect_from_sweep_dir
+from pet.sweep.metrics import canonicalize
+from pet.sweep.pareto import pareto_front
+from pet.sweep.render import metric_columns
+from pet.sweep.report import ReportOptions, make_report
 from tests.conftest import compose_cfg
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -89,8 +83,6 @@ def test_stage_names_are_normalised_and_alias_sources_left_out_of_default_column
                       "ms_per_sentence_b64_before": 3.0, "ms_per_sentence_b1": 9.0, "num_updates": 5})
     assert m["bleu"] == 30.0 and m["parameters"] == 10
     assert m["latency_ms_b64"] == 1.5 and m["latency_ms_b1"] == 9.0
-
-    from pet.sweep.report import Job
 
     cols = metric_columns([Job("a", {}, COMPLETED, metrics=m)])
     assert cols[:4] == ["bleu", "parameters", "latency_ms_b1", "latency_ms_b64"]

@@ -125,7 +125,8 @@ def test_slurm_sweep_sacct_mlflow_and_report(slurm, tmp_path):
         assert sys.executable in submission and "#SBATCH --partition=debug" in submission
 
         # --- MLflow: one parent, exactly those 4 children, all FINISHED
-        from pet.sweep.tracking import child_runs, read_parent
+        from pet.sweep.tracking import child_runs
+        from pet.tracking import read_parent
 
         info = read_parent(sweep)
         assert info is not None and info["tracking_uri"] == uri

@@ -19,14 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from pet.errors import ConfigError
 from pet.stages.common import StageResult, run_dir, write_result
+from pet.sweep.collect import COMPLETED, FAILED
+from pet.sweep.report import ReportOptions, make_report
+from pet.tracking import absolute_uri
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.sweep.report import COMPLETED, FAILED, ReportOptions, make_report
-    from pet.tracking import absolute_uri
-
     rep = cfg.report
     if not rep.sweep_dir and not rep.parent_run_id:
         raise ConfigError(

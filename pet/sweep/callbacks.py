@@ -17,7 +17,7 @@ raises first), so the parent is also closed -- as FAILED -- from an ``atexit``
 hook in that case.
 
 The callback object is pickled with every submitit job: it holds plain strings
-only and imports MLflow and matplotlib lazily.
+only, and the report (torch, matplotlib) is imported only when the sweep ends.
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from pet.errors import PetError
+from pet.sweep.collect import FAILED, collect_from_sweep_dir
+from pet.sweep.tracking import finish_sweep_parent, start_sweep_parent
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +55,6 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or config.stage.name in NO_PARENT_STAGES:
             return
-        from hydra.core.hydra_config import HydraConfig
-
-        from pet.sweep.tracking import start_sweep_parent
-
         self._sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
         self._report_cfg = OmegaConf.to_container(config.report, resolve=True)  # type: ignore[assignment]
         self._closed = False
@@ -64,8 +65,6 @@ class SweepCallback(Callback):
             launcher = "?"
         if HydraConfig.initialized():
             launcher = str(HydraConfig.get().runtime.choices.get("hydra/launcher", launcher))
-        from pet.errors import PetError
-
         try:
             self._info = start_sweep_parent(
                 config.tracking,
@@ -103,30 +102,28 @@ class SweepCallback(Callback):
         report_path = None
         if self.report_on_end:
             try:
+                # deferred: the report loads torch (via pet.checkpoint), which the submitting
+                # process does not otherwise need
                 from pet.sweep.report import ReportOptions, make_report
 
                 opts = ReportOptions.from_config(self._report_cfg or {})
                 opts.log_to_mlflow = False  # logged below, after the status is known
                 rep = make_report(sweep_dir=self._sweep_dir, options=opts)
-                failed_dirs = sum(1 for j in rep.jobs if j.status == "FAILED")
+                failed_dirs = sum(1 for j in rep.jobs if j.status == FAILED)
                 report_path = rep.out_dir
                 print(f"\nsweep report ({rep.out_dir}):\n{rep.table}\n", flush=True)
             except Exception as e:  # a report problem must not hide the sweep's outcome
                 log.warning("sweep report not written: %s", e)
         else:
             try:
-                from pet.sweep.report import collect_from_sweep_dir
-
-                failed_dirs = sum(1 for j in collect_from_sweep_dir(self._sweep_dir) if j.status == "FAILED")
+                failed_dirs = sum(1 for j in collect_from_sweep_dir(self._sweep_dir) if j.status == FAILED)
             except Exception:
                 pass
         if self._info is None:
             return
         try:
-            from pet.sweep.tracking import finish_sweep_parent
-
             if report_path is not None:
-                from pet.sweep.report import log_report_files
+                from pet.sweep.publish import log_report_files  # deferred like the report above
 
                 log_report_files(self._info["tracking_uri"], self._info["run_id"], report_path)
             finish_sweep_parent(self._info, completed=completed, local_failures=failed_dirs)

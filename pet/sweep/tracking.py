@@ -6,7 +6,8 @@ experiment and the parent run before any job is submitted and writes
 calls :func:`job_tracking_context`, which reads that file (the sweep dir comes
 from Hydra's own config of the job) and returns the parent id plus the job's
 overrides as ``override.<key>`` tags. A relaunched sweep (same command, so the
-same deterministic sweep dir) reuses its parent run.
+same deterministic sweep dir) reuses its parent run (:func:`pet.tracking.parent_run`
+keeps that record; a pipeline's steps are grouped the same way).
 
 Nothing here imports MLflow at module level: jobs are pickled and this module is
 imported by every job.
@@ -14,18 +15,20 @@ imported by every job.
 
 from __future__ import annotations
 
-import json
 import logging
-import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from pet.checkpoint import atomic_write_text
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 from pet.errors import ConfigError
+from pet.tracking import PARENT_FILE, absolute_uri, finish_parent_run, mlflow_client, parent_run, read_parent
 
 log = logging.getLogger(__name__)
 
-PARENT_FILE = "mlflow_parent.json"
 MAX_TAG_LEN = 5000  # MLflow accepts 8000 characters per tag value; keep a margin
 TERMINAL_OK = {"FINISHED"}
 TERMINAL_BAD = {"FAILED", "KILLED"}
@@ -58,6 +61,7 @@ def parse_sweep(overrides: list[str]) -> tuple[Optional[list[list[str]]], dict[s
     """(the jobs Hydra's basic sweeper makes of these overrides, the swept keys
     -> their sweep expression); (None, {}) for syntax only another sweeper knows."""
     try:
+        # private Hydra API, imported here so that a Hydra without it only costs this information
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -68,31 +72,6 @@ def parse_sweep(overrides: list[str]) -> tuple[Optional[list[list[str]]], dict[s
     except Exception as e:  # informative only
         log.debug("could not expand the sweep %s: %s", overrides, e)
         return None, {}
-
-
-# ----------------------------------------------------------- parent file
-
-
-def parent_file(sweep_dir: str | Path) -> Path:
-    return Path(sweep_dir) / PARENT_FILE
-
-
-def read_parent(sweep_dir: str | Path) -> Optional[dict[str, Any]]:
-    path = parent_file(sweep_dir)
-    if not path.is_file():
-        return None
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        log.warning("ignoring unreadable %s (%s)", path, e)
-        return None
-    return info if isinstance(info, dict) and info.get("run_id") else None
-
-
-def write_parent(sweep_dir: str | Path, info: Mapping[str, Any]) -> Path:
-    path = parent_file(sweep_dir)
-    atomic_write_text(path, json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
-    return path
 
 
 # ------------------------------------------------------------------ jobs
@@ -112,9 +91,6 @@ def job_tracking_context(cfg: Any, enabled: bool = True) -> tuple[Optional[str],
     if not enabled or cfg.tracking.backend == "none":
         return parent, tags
     try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         if not HydraConfig.initialized():
             return parent, tags
         hc = HydraConfig.get()
@@ -133,8 +109,6 @@ def job_tracking_context(cfg: Any, enabled: bool = True) -> tuple[Optional[str],
         if info is None:
             log.info("no %s in %s: this sweep job has no MLflow parent run", PARENT_FILE, sweep_dir)
         else:
-            from pet.tracking import absolute_uri
-
             mine = absolute_uri(cfg.tracking.uri)
             if info.get("tracking_uri") == mine:
                 parent = info["run_id"]
@@ -154,20 +128,11 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> Optional[str]:
     """None if an http(s) tracking server answers ``/health``, else why not."""
     if not uri.startswith(("http://", "https://")):
         return None
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
             return None if r.status == 200 else f"HTTP {r.status}"
     except (urllib.error.URLError, OSError) as e:
         return str(getattr(e, "reason", e))
-
-
-def _client(uri: str):
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def start_sweep_parent(
@@ -181,8 +146,6 @@ def start_sweep_parent(
 
     Returns what was written to ``mlflow_parent.json``, or None with tracking=none.
     """
-    from pet.tracking import absolute_uri, create_parent_run
-
     if tracking_cfg.backend == "none":
         return None
     uri = absolute_uri(tracking_cfg.uri)
@@ -193,7 +156,6 @@ def start_sweep_parent(
             "(launchers/mlflow_server.sh start) or use tracking.uri=sqlite:///... / tracking=none"
         )
     sweep_dir = Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     jobs, swept = parse_sweep(overrides)
     all_tags = {
         "stage": "sweep",
@@ -207,48 +169,16 @@ def start_sweep_parent(
         **({"sweep.num_jobs": str(len(jobs))} if jobs is not None else {}),
         **dict(tags or {}),
     }
-    old = read_parent(sweep_dir)
-    run_id = None
-    launches = 1
-    if old and old.get("tracking_uri") == uri:
-        client = _client(uri)
-        try:
-            run = client.get_run(old["run_id"])
-            run_id = run.info.run_id
-            launches = int(run.data.tags.get("sweep.launches", "1")) + 1
-            client.update_run(run_id, status="RUNNING")
-            log.info("relaunched sweep: reusing MLflow parent run %s", run_id)
-        except Exception as e:
-            log.warning("parent run %s from %s not found in %s (%s); creating a new one",
-                        old["run_id"], parent_file(sweep_dir), uri, e)
-            run_id = None
-    all_tags["sweep.launches"] = str(launches)
-    if run_id is None:
-        run_id = create_parent_run(tracking_cfg, run_name=run_name, tags=all_tags)
-    else:
-        client = _client(uri)
-        for k, v in all_tags.items():
-            client.set_tag(run_id, k, v)
-    client = _client(uri)
-    run = client.get_run(run_id)
-    info = {
-        "run_id": run_id,
-        "tracking_uri": uri,
-        "experiment": tracking_cfg.experiment,
-        "experiment_id": run.info.experiment_id,
-        "run_name": run_name,
-        "overrides": list(overrides),
-        "num_jobs": len(jobs) if jobs is not None else None,
-        "launches": launches,
-        "created": old.get("created") if old and old.get("run_id") == run_id else time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_parent(sweep_dir, info)
+    info = parent_run(tracking_cfg, sweep_dir, run_name, tags=all_tags,
+                      record={"overrides": list(overrides), "num_jobs": len(jobs) if jobs is not None else None})
+    assert info is not None  # tracking is on
+    mlflow_client(uri).set_tag(info["run_id"], "sweep.launches", str(info["launches"]))
     return info
 
 
 def child_runs(uri: str, parent_run_id: str) -> list[Any]:
     """Every run whose ``mlflow.parentRunId`` tag is ``parent_run_id`` (all pages)."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     parent = client.get_run(parent_run_id)
     runs: list[Any] = []
     token = None
@@ -274,7 +204,6 @@ def finish_sweep_parent(
     """Close the parent: FINISHED only if the multirun completed and no child
     (nor a job folder) failed or is still open; counts go in as metrics."""
     uri, run_id = info["tracking_uri"], info["run_id"]
-    client = _client(uri)
     children = child_runs(uri, run_id)
     counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "RUNNING": 0}
     for r in children:
@@ -292,13 +221,10 @@ def finish_sweep_parent(
     }
     if expected is not None:
         metrics["sweep_expected_jobs"] = expected
-    for k, v in metrics.items():
-        client.log_metric(run_id, k, float(v))
     if not reason:
         reason = "completed" if status == "FINISHED" else (
             f"{bad} failed job(s), {counts['RUNNING']} still running" if completed else "multirun aborted")
-    client.set_tag(run_id, "sweep.end", reason)
-    client.set_terminated(run_id, status=status)
+    finish_parent_run(uri, run_id, status, metrics=metrics, tags={"sweep.end": reason})
     log.info("sweep parent run %s -> %s (%d children: %s)", run_id, status, len(children),
              ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     return status
