@@ -1,3 +1,0 @@
-from pet.cli import main
-
-main()
