@@ -37,6 +37,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "translate.compute_type": ("default", "auto", "float32", "float16", "bfloat16", "int8", "int8_float32",
                                "int8_float16", "int8_bfloat16", "int16"),
     "average.metric": (None, "loss", "bleu"),
+    "export.format": ("ctranslate2",),
+    "export.quantization": ("float32", "int8", "int8_float32"),
+    "export.check_split": ("train", "valid", "test"),
 }
 
 # key -> (low, high, low_inclusive, high_inclusive); None = unbounded
@@ -87,6 +90,8 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "translate.nbest": (1, None, True, True),
     "average.last_epochs": (0, None, True, True),
     "average.best": (0, None, True, True),
+    "export.check_sentences": (0, None, True, True),
+    "export.min_identical": (0.0, 1.0, True, True),
 }
 
 
@@ -135,7 +140,8 @@ def validate(cfg: DictConfig) -> None:
             "model.encoder_attention_roles must have one entry per model.encoder_layer_order entry "
             f"({len(m.encoder_attention_roles)} vs {len(m.encoder_layer_order)})"
         )
-    if "pruning" in cfg and cfg.pruning.period_updates > 0 and cfg.shrink.unit == "epoch" and cfg.shrink.type != "oneshot":
+    if "pruning" in cfg and cfg.pruning.period_updates > 0 and cfg.shrink.unit == "epoch" \
+            and not SCHEDULES[cfg.shrink.type].at_once:
         raise ConfigError(
             f"pruning.period_updates={cfg.pruning.period_updates} counts updates, but shrink.unit=epoch shrinks "
             "once per epoch; use shrink.unit=step, or pruning.pruning_period (epochs) with pruning.period_updates=0"

@@ -32,13 +32,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pet.errors import PetError
+from pet.stages.registry import stage
 from pet.sweep.collect import FAILED, collect_from_sweep_dir
 from pet.sweep.tracking import finish_sweep_parent, start_sweep_parent
 
 log = logging.getLogger(__name__)
 
-# Stages whose multiruns get no parent run (a multirun of reports is not a study).
-NO_PARENT_STAGES = ("report",)
 
 
 class SweepCallback(Callback):
@@ -53,7 +52,7 @@ class SweepCallback(Callback):
     # ------------------------------------------------------------------ hooks
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled or config.stage.name in NO_PARENT_STAGES:
+        if not self.enabled or not stage(config.stage.name).sweep_parent:
             return
         self._sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
         self._report_cfg = OmegaConf.to_container(config.report, resolve=True)  # type: ignore[assignment]
