@@ -61,7 +61,7 @@ def main() -> None:
     from pet.pruning.importance import ImportanceContext, gradient_importance, random_importance
     from pet.pruning.selection import select_for_rate
     from pet.stages.common import check_same_vocab, load_data
-    from pet.stages.prune import importance_batches as sample_importance_batches
+    from pet.stages.prune_steps import importance_batches as sample_importance_batches
 
     torch.set_num_threads(args.threads)
     if not args.checkpoint.is_file():

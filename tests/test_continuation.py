@@ -46,7 +46,7 @@ def test_finetune_and_prune_train_at_the_input_models_rate(demo_root, pretrained
 
 
 def test_later_pruning_steps_distil_from_the_unpruned_origin(demo_root, pretrained, tmp_path, monkeypatch):
-    import pet.stages.prune as prune_stage
+    import pet.stages.prune_steps as prune_stage
 
     teachers = []
     original = prune_stage.kd_teacher

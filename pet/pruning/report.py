@@ -249,3 +249,31 @@ def finetune_report(cfg: Any, data: Any, init_ckpt: dict[str, Any], finetuned: n
     if run_dir is not None:
         atomic_write_text(Path(run_dir) / "prune_report.txt", text + "\n")
     return metrics
+
+
+def pruned_shape(model) -> dict[str, Any]:
+    """Per-layer widths of a (pruned) model: the result's record of its irregular shape."""
+    spec = model.spec
+    out = {}
+    for side in ("encoder", "decoder"):
+        st = getattr(spec, side)
+        out[side] = {
+            "embed_dim": st.embed_dim,
+            "ffn_dims": [l.ffn_dim for l in st.layers],
+            "self_attn_qk_vo": [[l.self_attn.qk_dim, l.self_attn.vo_dim] for l in st.layers],
+        }
+        if side == "decoder":
+            out[side]["cross_attn_qk_vo"] = [[l.cross_attn.qk_dim, l.cross_attn.vo_dim] for l in st.layers if l.cross_attn]
+    return out
+
+
+def shape_lines(model) -> str:
+    """The shape a prune run leaves, in a line per side, for the printed report."""
+    lines = []
+    for side, st in (("encoder", model.spec.encoder), ("decoder", model.spec.decoder)):
+        attn = sorted({(l.self_attn.qk_dim, l.self_attn.vo_dim) for l in st.layers})
+        lines.append(
+            f"{side} after: width {st.embed_dim} (of {st.embed_scale_dim}), FFN {[l.ffn_dim for l in st.layers]}, "
+            f"self-attention {st.layers[0].self_attn.heads} heads x (qk, vo) {attn}"
+        )
+    return "\n".join(lines)
