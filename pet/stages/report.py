@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pet.errors import ConfigError
-from pet.stages.common import StageResult, run_dir, write_result
+from pet.stages.common import StageResult, finish_stage, run_dir
 from pet.sweep.collect import COMPLETED, FAILED
 from pet.sweep.report import ReportOptions, make_report
 from pet.tracking import absolute_uri
@@ -72,5 +72,5 @@ def run(cfg: DictConfig) -> StageResult:
             "files": report.files,
         },
     )
-    write_result(rd, result)
-    return result
+    # its figures and files went to the sweep's parent run (make_report), not a run of its own
+    return finish_stage(cfg, result)
