@@ -69,9 +69,12 @@ def test_fixed_length_runs_exactly_L_decoder_steps():
 
 def test_custom_translate_fn():
     model = build()
+    batches = synthetic_batches(2, 5, 1, 50)
+    seen: list[torch.Tensor] = []
 
     @torch.inference_mode()
     def greedy(src: torch.Tensor, steps: int = 4) -> torch.Tensor:
+        seen.append(src)
         enc = model.encoder(src)
         tokens = torch.full((src.size(0), 1), 2, dtype=torch.long)
         cache: dict = {}
@@ -80,8 +83,13 @@ def test_custom_translate_fn():
             tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], 1)
         return tokens
 
-    r = measure_latency(model, synthetic_batches(2, 5, 1, 50), beam=1, repeats=2, translate_fn=greedy)
+    counter = StepCounter(model)
+    r = measure_latency(model, batches, beam=1, warmup=1, repeats=2, translate_fn=greedy)
     assert r.num_sentences == 2 and r.median_s > 0
+    # every pass (1 warm-up + 2 timed) translates each batch with greedy, and only with greedy
+    passes = [b.tolist() for b in batches] * (1 + 2)
+    assert [s.tolist() for s in seen] == passes
+    assert counter.calls == len(passes) * 4  # greedy's 4 steps per batch; beam search would run its own
 
 
 def test_make_batches_right_pads_and_sorts():

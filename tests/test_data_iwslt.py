@@ -14,7 +14,8 @@ import pytest
 
 from pet.config.schema import DataConfig
 from pet.data.iwslt import read_iwslt14
-from pet.data.prepare import load_prepared, prepare_data
+from pet.data.prepare import prepare_data
+from pet.data.prepared import load_prepared
 from pet.errors import DataError
 
 TAGS = {

@@ -11,7 +11,8 @@ import pytest
 import pet.data.prepare as prepare_mod
 from pet.config.schema import DataConfig
 from pet.data.dictionary import Dictionary
-from pet.data.prepare import load_prepared, prepare_data
+from pet.data.prepare import prepare_data
+from pet.data.prepared import load_prepared
 from pet.errors import ConfigError, DataError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

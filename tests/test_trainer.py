@@ -6,7 +6,7 @@ from pet.checkpoint import load_checkpoint
 from pet.stages import run_stage
 from pet.stages.common import load_data
 from pet.stages.pretrain import build_initial_model
-from pet.training.trainer import TrainHook, Trainer
+from pet.training.trainer import Trainer, TrainHook
 from tests.conftest import DEMO_DATA, compose_cfg
 
 TRAIN = [*DEMO_DATA, "stage=pretrain", "model=transformer_tiny", "model.encoder_embed_dim=32",
@@ -28,6 +28,7 @@ def make_trainer(cfg, hooks=()):
     torch.manual_seed(cfg.trainer.seed)
     model = build_initial_model(cfg, data)
     from pathlib import Path
+
     from pet.tracking import NullTracker
 
     return Trainer(cfg=cfg, model=model, train_data=data.split("train"), valid_data=data.split("valid"),
@@ -103,7 +104,7 @@ def test_validate_bleu_each_epoch_is_logged(demo_root, tmp_path):
 
 
 def test_epoch_checkpoints_keep_the_last_and_the_best(demo_root, tmp_path):
-    from pet.training.trainer import best_checkpoints, epoch_checkpoints
+    from pet.training.checkpoints import best_checkpoints, epoch_checkpoints
 
     cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=4", "trainer.keep_last_epochs=2",
                       "trainer.keep_best_checkpoints=2", f"paths.run_dir={tmp_path}")
@@ -127,7 +128,7 @@ def test_epoch_checkpoints_keep_the_last_and_the_best(demo_root, tmp_path):
 
 def test_best_checkpoint_by_validation_bleu(demo_root, tmp_path):
     """checkpoint_best.pt, checkpoint.best_bleu_*.pt and patience follow BLEU, not the loss."""
-    from pet.training.trainer import best_checkpoints
+    from pet.training.checkpoints import best_checkpoints
 
     cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
                       "trainer.keep_best_checkpoints=2", "trainer.patience=3", f"paths.run_dir={tmp_path}")

@@ -2,7 +2,9 @@
 
 Modules, one job each (imported lazily by the stages; nothing heavy here):
 
-* :mod:`pet.data.prepare` - the ``prepare`` stage: ``prepare_data`` / ``load_prepared``;
+* :mod:`pet.data.prepare` - the ``prepare`` stage: ``prepare_data``;
+* :mod:`pet.data.fingerprint` - what identifies a prepared folder (config fields, source contents);
+* :mod:`pet.data.prepared` - a prepared folder as later stages read it: ``load_prepared``;
 * :mod:`pet.data.iwslt` - fairseq's prepare-iwslt14.sh recipe;
 * :mod:`pet.data.demo_corpus` - generated German->English numbers/dates corpus;
 * :mod:`pet.data.corpus` - validation of raw parallel files;

@@ -28,45 +28,40 @@ Kinds (``DataConfig.kind``):
 Idempotent and safe to interrupt: ``meta.json`` is written last and only
 after every other file was renamed into place, so a folder with ``meta.json``
 is complete. The fingerprint covers the config and the contents (sizes and
-SHA-256) of local source files, so an edited corpus is never mistaken for the
-prepared one. A matching fingerprint means "already done"; a different one is
-an error rather than a silent overwrite (other runs may be reading the folder).
-Concurrent prepares of one folder (a sweep starting N jobs) serialise on a
-lock file.
+SHA-256) of local source files (:mod:`pet.data.fingerprint`), so an edited
+corpus is never mistaken for the prepared one. A matching fingerprint means
+"already done"; a different one is an error rather than a silent overwrite
+(other runs may be reading the folder). Concurrent prepares of one folder (a
+sweep starting N jobs) serialise on a lock file. :mod:`pet.data.prepared`
+opens the finished folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pet.config.schema import DataConfig
-from pet.data.binarize import binarize_lines, binarized_path, load_binarized, save_binarized
+from pet.data.binarize import binarize_lines, binarized_path, save_binarized
 from pet.data.bpe import apply_bpe_lines, learn_joint_bpe, load_bpe
 from pet.data.corpus import check_folder
-from pet.data.dataset import LanguagePairDataset
 from pet.data.demo_corpus import write_demo_corpus
 from pet.data.dictionary import Dictionary
 from pet.data.fileio import atomic_write_lines, atomic_write_text, read_lines
-from pet.data.iwslt import IWSLT14_URL, fetch_iwslt14, is_url, read_iwslt14, test_segments
+from pet.data.fingerprint import fingerprint_config, fingerprint_of, normalized_source
+from pet.data.iwslt import fetch_iwslt14, read_iwslt14, test_segments
+from pet.data.prepared import META_FORMAT, SPLITS, is_complete, read_meta
 from pet.data.text import MosesPipeline, clean_pairs, lowercase
-from pet.errors import ConfigError, DataError, brief
+from pet.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-KINDS = ("iwslt14", "parallel_text", "preprocessed", "demo")
-META_FORMAT = "pet-prepared-v1"
-# Bump when a change to this package changes prepared output for the same config.
-PIPELINE_VERSION = 2
 # The demo corpus has only a few hundred word types per language, mostly
 # compounds of ~40 number morphemes; 10k merges would memorise every whole
 # word (no subword sharing between "dreihundertvierundfünfzig" and
@@ -74,26 +69,7 @@ PIPELINE_VERSION = 2
 # compounds and leaves rare numbers split into them.
 DEMO_MAX_BPE_MERGES = 1000
 
-_COMMON_FIELDS = ("kind", "src_lang", "tgt_lang", "dict_padding_factor", "dict_threshold")
-_TOKENIZE_FIELDS = ("lowercase", "moses_escape", "bpe_merges")
-FINGERPRINT_FIELDS: dict[str, tuple[str, ...]] = {
-    "iwslt14": _COMMON_FIELDS + ("source",) + _TOKENIZE_FIELDS + ("max_train_len", "max_len_ratio", "valid_every"),
-    "parallel_text": _COMMON_FIELDS + ("source",) + _TOKENIZE_FIELDS + ("max_train_len", "max_len_ratio"),
-    "preprocessed": _COMMON_FIELDS + ("source", "raw_source"),
-    "demo": _COMMON_FIELDS + _TOKENIZE_FIELDS + ("demo_train_size", "demo_valid_size", "demo_test_size", "seed"),
-}
-
 Splits = dict[str, dict[str, list[str]]]
-
-
-# ------------------------------------------------------------------ config
-def _normalized_source(cfg: DataConfig) -> str | None:
-    source = cfg.source
-    if cfg.kind == "iwslt14" and not source:
-        return IWSLT14_URL
-    if not source:
-        return None
-    return source if is_url(source) else str(Path(source).expanduser().resolve())
 
 
 def _config_name(cfg: DataConfig) -> str | None:
@@ -102,84 +78,6 @@ def _config_name(cfg: DataConfig) -> str | None:
     except Exception:
         return None
     return None if name in (None, "???") else str(name)
-
-
-def fingerprint_config(cfg: DataConfig) -> dict[str, Any]:
-    """The DataConfig fields that determine the prepared files for ``cfg.kind``,
-    and the contents of the local files they name."""
-    _check_config(cfg)
-    fields: dict[str, Any] = {"pipeline_version": PIPELINE_VERSION}
-    for name in FINGERPRINT_FIELDS[cfg.kind]:
-        value = _normalized_source(cfg) if name == "source" else getattr(cfg, name)
-        if name == "raw_source" and value:
-            value = str(Path(value).expanduser().resolve())
-        fields[name] = value
-        if name in ("source", "raw_source") and value and not is_url(str(value)):
-            fields[f"{name}_contents"] = content_digest(Path(str(value)))
-    return fields
-
-
-def content_digest(path: Path) -> str:
-    """SHA-256 over the names, sizes and bytes of ``path`` (a file, or every
-    file under a folder): what makes an edited corpus a different corpus."""
-    if not path.exists():
-        raise DataError(f"{path} does not exist; data.source (and data.raw_source) must name existing files or folders")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.relative_to(path) if f != path else f.name}\0{f.stat().st_size}\0".encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def _fingerprint(fields: Mapping[str, Any]) -> str:
-    blob = json.dumps(dict(fields), sort_keys=True, ensure_ascii=True)
-    return hashlib.sha256(blob.encode("ascii")).hexdigest()[:16]
-
-
-def _check_config(cfg: DataConfig) -> None:
-    if cfg.kind not in KINDS:
-        raise ConfigError(f"data.kind={cfg.kind!r} is not valid; choose one of: {', '.join(KINDS)}")
-    if not cfg.src_lang or not cfg.tgt_lang or cfg.src_lang == cfg.tgt_lang:
-        raise ConfigError(
-            f"data.src_lang={cfg.src_lang!r} and data.tgt_lang={cfg.tgt_lang!r} must be two different language codes"
-        )
-    if cfg.kind in ("parallel_text", "preprocessed") and not cfg.source:
-        raise ConfigError(
-            f"data.kind={cfg.kind} needs data.source: a folder holding "
-            f"{{train,valid,test}}.{{{cfg.src_lang},{cfg.tgt_lang}}}"
-        )
-    if cfg.kind != "preprocessed" and cfg.bpe_merges < 1:
-        raise ConfigError(f"data.bpe_merges={cfg.bpe_merges}: data.kind={cfg.kind} learns BPE; use at least 1")
-    if cfg.dict_padding_factor < 1:
-        raise ConfigError(f"data.dict_padding_factor={cfg.dict_padding_factor}: use 1 (no padding) or more")
-    if cfg.kind in ("iwslt14", "parallel_text") and (cfg.max_train_len < 1 or cfg.max_len_ratio <= 0):
-        raise ConfigError(
-            f"data.max_train_len={cfg.max_train_len} / data.max_len_ratio={cfg.max_len_ratio}: "
-            "both must be positive"
-        )
-    if cfg.kind == "iwslt14" and cfg.valid_every < 2:
-        raise ConfigError(f"data.valid_every={cfg.valid_every}: must be 2 or more")
-
-
-# ------------------------------------------------------------------ meta.json
-def _read_meta(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / "meta.json"
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path} is unreadable ({brief(err)}); delete {out_dir} and prepare again") from None
-    if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
-        raise DataError(f"{path} was not written by this version of pet; delete {out_dir} and prepare again")
-    return meta
-
-
-def _complete(out_dir: Path, meta: Mapping[str, Any]) -> bool:
-    return all((out_dir / name).is_file() for name in meta.get("files", []))
 
 
 @contextlib.contextmanager
@@ -248,7 +146,7 @@ def _raw_text(cfg: DataConfig, out_dir: Path) -> tuple[Splits, Splits, dict[str,
         )
         clean = False
     else:
-        folder = Path(_normalized_source(cfg) or "")
+        folder = Path(normalized_source(cfg) or "")
         clean = True
     files = check_folder(folder, src, tgt, SPLITS)
     splits = {s: {src: files[s].src, tgt: files[s].tgt} for s in SPLITS}
@@ -290,10 +188,10 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> Path:
     """Build (or find already built) the prepared folder ``out_dir`` for ``cfg``; returns it."""
     out_dir = Path(out_dir).expanduser().resolve()
     fields = fingerprint_config(cfg)
-    fingerprint = _fingerprint(fields)
+    fingerprint = fingerprint_of(fields)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _folder_lock(out_dir):
-        meta = _read_meta(out_dir)
+        meta = read_meta(out_dir)
         if meta is not None:
             if meta.get("fingerprint") != fingerprint:
                 old = meta.get("config", {})
@@ -303,7 +201,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> Path:
                     f"{out_dir} already holds data prepared from another data config ({detail}); "
                     "delete that folder, or give this config its own folder (another data.name or paths.data_root)"
                 )
-            if _complete(out_dir, meta):
+            if is_complete(out_dir, meta):
                 log.info("data already prepared in %s (fingerprint %s)", out_dir, fingerprint)
                 return out_dir
             log.warning("%s: meta.json matches but files are missing; preparing again", out_dir)
@@ -314,7 +212,7 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> Path:
             format=META_FORMAT,
             fingerprint=fingerprint,
             config=fields,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
             seconds=round(time.perf_counter() - start, 2),
         )
         atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
@@ -329,7 +227,7 @@ def _prepare(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": _config_name(cfg), "kind": cfg.kind, "src_lang": src, "tgt_lang": tgt}
 
     if cfg.kind == "preprocessed":
-        source = Path(_normalized_source(cfg) or "")
+        source = Path(normalized_source(cfg) or "")
         checked = check_folder(source, src, tgt, SPLITS)
         bpe_text: Splits = {s: {src: checked[s].src, tgt: checked[s].tgt} for s in SPLITS}
         if (source / "code").is_file():
@@ -388,102 +286,3 @@ def _prepare(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:
     meta["dict_sizes"] = {lang: len(dicts[lang]) for lang in langs}
     meta["files"] = files
     return meta
-
-
-# ------------------------------------------------------------------ loading
-class _LazySplits(Mapping[str, LanguagePairDataset]):
-    """split -> dataset, each loaded from its ids files on first access."""
-
-    def __init__(self, data: "PreparedData") -> None:
-        self._data = data
-        self._cache: dict[str, LanguagePairDataset] = {}
-
-    def __getitem__(self, split: str) -> LanguagePairDataset:
-        if split not in SPLITS:
-            raise KeyError(split)
-        if split not in self._cache:
-            d = self._data
-            self._cache[split] = LanguagePairDataset(
-                load_binarized(binarized_path(d.path, split, d.src_lang), d.src_dict),
-                load_binarized(binarized_path(d.path, split, d.tgt_lang), d.tgt_dict),
-                d.src_dict,
-                d.tgt_dict,
-                d.src_lang,
-                d.tgt_lang,
-            )
-        return self._cache[split]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(SPLITS)
-
-    def __len__(self) -> int:
-        return len(SPLITS)
-
-
-@dataclass
-class PreparedData:
-    """A prepared folder: dictionaries, lazily loaded datasets, and paths to its text."""
-
-    path: Path
-    meta: dict[str, Any]
-    src_dict: Dictionary
-    tgt_dict: Dictionary
-    datasets: Mapping[str, LanguagePairDataset] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.datasets = _LazySplits(self)
-
-    @property
-    def name(self) -> str:
-        """The data config's name (``data.name``) the folder was prepared for."""
-        return str(self.meta.get("name") or self.path.name)
-
-    @property
-    def src_lang(self) -> str:
-        return str(self.meta["src_lang"])
-
-    @property
-    def tgt_lang(self) -> str:
-        return str(self.meta["tgt_lang"])
-
-    def split(self, name: str) -> LanguagePairDataset:
-        """The dataset of split ``name`` (train, valid or test)."""
-        return self.datasets[name]
-
-    def split(self, name: str) -> LanguagePairDataset:
-        """The dataset of split ``name`` (train, valid or test), loaded on first use."""
-        if name not in SPLITS:
-            raise DataError(f"unknown split {name!r}; choose one of: {', '.join(SPLITS)}")
-        return self.datasets[name]
-
-    def text_path(self, split: str, lang: str, stage: str = "bpe") -> Path | None:
-        """Path of the ``bpe``, ``tok`` (Moses) or ``raw`` text of a split; None if not kept."""
-        rel = {"bpe": f"{split}.{lang}", "tok": f"tok/{split}.{lang}", "raw": f"raw/{split}.{lang}"}[stage]
-        return self.path / rel if rel in self.meta.get("files", []) else None
-
-    def lines(self, split: str, lang: str, stage: str = "bpe") -> list[str]:
-        path = self.text_path(split, lang, stage)
-        if path is None:
-            raise DataError(f"{self.path} keeps no {stage} text for {split}.{lang} (kind={self.meta.get('kind')})")
-        return read_lines(path)
-
-
-def load_prepared(out_dir: str | Path) -> PreparedData:
-    """Open a folder made by :func:`prepare_data`; DataError if it is not (fully) prepared."""
-    out_dir = Path(out_dir).expanduser().resolve()
-    meta = _read_meta(out_dir) if out_dir.is_dir() else None
-    if meta is None:
-        raise DataError(
-            f"{out_dir} holds no prepared data (no meta.json); run `pet stage=prepare data=...` first"
-        )
-    missing = [name for name in meta.get("files", []) if not (out_dir / name).is_file()]
-    if missing:
-        raise DataError(
-            f"{out_dir} is incomplete (missing {', '.join(missing[:3])}); run `pet stage=prepare data=...` again"
-        )
-    return PreparedData(
-        path=out_dir,
-        meta=meta,
-        src_dict=Dictionary.load(out_dir / f"dict.{meta['src_lang']}.txt"),
-        tgt_dict=Dictionary.load(out_dir / f"dict.{meta['tgt_lang']}.txt"),
-    )

@@ -18,7 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint
-from pet.data.prepare import PreparedData, load_prepared, prepare_data
+from pet.data.prepare import prepare_data
+from pet.data.prepared import PreparedData, load_prepared
 from pet.errors import CheckpointError, ConfigError
 from pet.runtime import configure_threads, select_device
 from pet.tracking import NullTracker

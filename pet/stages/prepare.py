@@ -6,7 +6,8 @@ import logging
 
 from omegaconf import DictConfig
 
-from pet.data.prepare import load_prepared, prepare_data
+from pet.data.prepare import prepare_data
+from pet.data.prepared import load_prepared
 from pet.stages.common import StageResult, data_dir, finish_stage
 from pet.stages.lifecycle import tracked_run
 

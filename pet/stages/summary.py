@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from pet.analysis.summary import format_summary, summarize
 from pet.checkpoint import load_checkpoint, model_from_checkpoint
-from pet.data.prepare import load_prepared
+from pet.data.prepared import load_prepared
 from pet.errors import ConfigError
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel

@@ -12,62 +12,30 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from pet.checkpoint import save_checkpoint
-from pet.errors import CheckpointError
-from pet.training.preemption import PreemptionGuard
 from pet.data.batch import Batch
+from pet.errors import CheckpointError
 from pet.runtime import rng_state, set_rng_state
+from pet.training.checkpoints import best_on_disk, better, keep_epoch_checkpoints
 from pet.training.criterion import LN2, LabelSmoothedCrossEntropy, LossFn
+from pet.training.distributed import any_rank, from_rank0, summed
+from pet.training.preemption import PreemptionGuard
+from pet.training.progress import UpdateWindow, log_plan, log_update, progress_bar
 from pet.training.schedule import make_schedule
+from pet.training.state import Budget, TrainState
+from pet.training.validation import log_validation, validation_bleu, validation_loss
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainState:
-    epoch: int = 1
-    batch_index: int = 0  # next batch of ``epoch`` to train on
-    num_updates: int = 0
-    train_seconds: float = 0.0  # inside optimizer updates only (for tokens/s)
-    wall_seconds: float = 0.0  # whole loop incl. validation (for max_time_minutes)
-    target_tokens: int = 0
-    best_valid_loss: float = math.inf
-    best_valid_bleu: float = -math.inf
-    last_valid_loss: float = math.inf
-    bad_epochs: int = 0
-    finished: bool = False
-    stop_reason: str = ""
-    last_lr: float = 0.0  # rate of the last update (a continuing stage starts from it)
-    # one entry per validation: epoch, updates, valid loss/nll (and BLEU), the
-    # learning curve that travels with every checkpoint
-    curve: list = field(default_factory=list)
-
-
-@dataclass
-class Budget:
-    """When a run stops: epochs, updates, wall minutes (0 = unbounded) and
-    early stopping (epochs without improvement; 0 = off). A stage whose
-    training length is its method's (a pruning period) passes its own instead
-    of rewriting the config it logs."""
-
-    max_epoch: int = 0
-    max_update: int = 0
-    max_time_minutes: float = 0.0
-    patience: int = 0
-
-    @classmethod
-    def from_config(cls, tcfg: Any) -> "Budget":
-        return cls(int(tcfg.max_epoch), int(tcfg.max_update), float(tcfg.max_time_minutes), int(tcfg.patience))
 
 
 class TrainHook:
@@ -80,29 +48,6 @@ class TrainHook:
     def state_dict(self) -> dict[str, Any]:
         return {}
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def epoch_checkpoints(run_dir: Path) -> list[tuple[Path, int]]:
-    """(path, epoch) of every checkpoint<epoch>.pt in ``run_dir``, oldest first."""
-    found = []
-    for path in Path(run_dir).glob("checkpoint[0-9]*.pt"):
-        suffix = path.stem[len("checkpoint"):]
-        if suffix.isdigit():
-            found.append((path, int(suffix)))
-    return sorted(found, key=lambda item: item[1])
-
-
-def best_checkpoints(run_dir: Path, metric: str = "loss") -> list[tuple[Path, float]]:
-    """(path, value) of every checkpoint.best_<metric>_<value>.pt, best first
-    (lowest loss, highest BLEU)."""
-    prefix = f"checkpoint.best_{metric}_"
-    found = []
-    for path in Path(run_dir).glob(f"{prefix}*.pt"):
-        try:
-            found.append((path, float(path.stem[len(prefix):])))
-        except ValueError:
-            continue
-    return sorted(found, key=lambda item: -item[1] if metric == "bleu" else item[1])
 
 
 class StopTraining(Exception):
@@ -146,13 +91,8 @@ class Trainer:
         self.schedule = schedule or make_schedule(self.ocfg)
         self.budget = budget or Budget.from_config(self.tcfg)
         params = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params,
-            lr=self.schedule(0),
-            betas=tuple(self.ocfg.betas),
-            eps=self.ocfg.eps,
-            weight_decay=self.ocfg.weight_decay,
-        )
+        self.optimizer = torch.optim.AdamW(params, lr=self.schedule(0), betas=tuple(self.ocfg.betas),
+                                           eps=self.ocfg.eps, weight_decay=self.ocfg.weight_decay)
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
         self.is_main = self.rank == 0
@@ -169,19 +109,12 @@ class Trainer:
         from pet.data.batching import TokenBatchSampler
 
         self.train_sampler = TokenBatchSampler(
-            train_data.src_sizes,
-            train_data.tgt_sizes,
-            max_tokens=self.tcfg.max_tokens,
-            max_sentences=self.tcfg.max_sentences,
-            seed=self.tcfg.seed,
-            batch_size_multiple=self.tcfg.batch_size_multiple,
+            train_data.src_sizes, train_data.tgt_sizes, max_tokens=self.tcfg.max_tokens,
+            max_sentences=self.tcfg.max_sentences, seed=self.tcfg.seed, batch_size_multiple=self.tcfg.batch_size_multiple,
         )
         self.valid_sampler = TokenBatchSampler(
-            valid_data.src_sizes,
-            valid_data.tgt_sizes,
-            max_tokens=self.tcfg.max_tokens,
-            max_sentences=self.tcfg.max_sentences,
-            shuffle=False,
+            valid_data.src_sizes, valid_data.tgt_sizes, max_tokens=self.tcfg.max_tokens,
+            max_sentences=self.tcfg.max_sentences, shuffle=False,
         )
         self._fit_started = time.perf_counter()
         self._wall_before = 0.0
@@ -194,13 +127,8 @@ class Trainer:
     def for_data(cls, data: Any, resume: Optional[dict[str, Any]] = None, **kwargs: Any) -> "Trainer":
         """A trainer on a prepared corpus's train/valid splits and dictionaries,
         restored from ``resume`` (a checkpoint_last.pt) when given."""
-        trainer = cls(
-            train_data=data.split("train"),
-            valid_data=data.split("valid"),
-            src_dict=data.src_dict,
-            tgt_dict=data.tgt_dict,
-            **kwargs,
-        )
+        trainer = cls(train_data=data.split("train"), valid_data=data.split("valid"), src_dict=data.src_dict,
+                      tgt_dict=data.tgt_dict, **kwargs)
         if resume is not None:
             trainer.load_state_dict(resume)
         return trainer
@@ -272,14 +200,6 @@ class Trainer:
     def _batch(self, dataset: Any, indices: list[int]) -> Batch:
         return dataset.collate(indices).to(self.device)
 
-    def _should_stop(self) -> str:
-        s, t = self.state, self.budget
-        if t.max_update and s.num_updates >= t.max_update:
-            return "max_update"
-        if t.max_time_minutes and self._wall() >= t.max_time_minutes * 60:
-            return "max_time"
-        return ""
-
     def _wall(self) -> float:
         return self._wall_before + time.perf_counter() - self._fit_started
 
@@ -296,12 +216,7 @@ class Trainer:
             batches, weight = [stand_in], 0.0
         collated = [self._batch(self.train_data, indices) for indices in batches]
         ntokens = sum(b.ntokens for b in collated) if weight else 0
-        if self.world_size > 1:
-            t = torch.tensor([ntokens], dtype=torch.long, device=self.device)
-            dist.all_reduce(t)
-            total_tokens = int(t.item())
-        else:
-            total_tokens = ntokens
+        total_tokens = summed([ntokens], torch.long, self.device)[0] if self.world_size > 1 else ntokens
         sums: dict[str, float] = {}
         for i, batch in enumerate(collated):
             sync = contextlib.nullcontext()
@@ -346,50 +261,21 @@ class Trainer:
             hook.after_update(self)
         if self.world_size > 1:
             keys = sorted(sums)
-            t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
-            dist.all_reduce(t)
-            sums = dict(zip(keys, t.tolist()))
+            sums = dict(zip(keys, summed([sums[k] for k in keys], torch.float64, self.device)))
             ntokens = total_tokens
         out = {k: v / max(ntokens, 1) / LN2 for k, v in sums.items()}
         out.update(gnorm=float(gnorm), lr=lr, ntokens=float(total_tokens))
         return out
 
-    @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        self.model.eval()
-        sums: dict[str, float] = {}
-        ntokens = 0
-        for indices in self.valid_sampler.batches_for_epoch(0):
-            batch = self._batch(self.valid_data, indices)
-            with self._autocast():
-                _, logs = self.ce(self.model, batch)
-            ntokens += batch.ntokens
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-        metrics = {f"valid_{k}": v / max(ntokens, 1) / LN2 for k, v in sums.items()}
-        metrics["valid_ppl"] = 2 ** metrics["valid_nll_loss"]
-        return metrics
+        """Loss, nll and perplexity on the validation split (base 2, per target token)."""
+        return validation_loss(self.model, self.ce, self.valid_data, self.valid_sampler, self.device, self._autocast)
 
     def validate_bleu(self) -> float:
         """Beam-search BLEU on the validation split (generation.max_examples caps
         the sentences, since decoding costs far more than the loss)."""
-        from pet.generation.translate import translate_dataset
-
-        gen = self.cfg.generation
-        result = translate_dataset(
-            self.model, self.valid_data, self.src_dict, self.tgt_dict, gen, self.device, tgt_lang=None
-        )
-        self.model.train()
-        return result.bleu
-
-    def _progress(self, total: int, initial: int, epoch: int):
-        mode = self.tcfg.progress_bar
-        use_bar = self.is_main and (mode == "tqdm" or (mode == "auto" and sys.stderr.isatty()))
-        if not use_bar:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+        return validation_bleu(self.model, self.valid_data, self.src_dict, self.tgt_dict, self.cfg.generation,
+                               self.device)
 
     def fit(self) -> TrainState:
         if self.state.finished:
@@ -400,12 +286,8 @@ class Trainer:
 
     def _preempted(self) -> bool:
         flag = self.guard.received is not None
-        if self.world_size > 1:
-            # Every rank must stop at the same update or collectives would hang.
-            t = torch.tensor([int(flag)], device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            flag = bool(t.item())
-        return flag
+        # Every rank must stop at the same update or collectives would hang.
+        return any_rank(flag, self.device) if self.world_size > 1 else flag
 
     def _fit(self) -> TrainState:
         s, t, b = self.state, self.tcfg, self.budget
@@ -413,9 +295,11 @@ class Trainer:
         for hook in self.hooks:
             hook.on_fit_start(self)
         if self.is_main:
-            self._log_plan()
+            log_plan(pairs=len(self.train_data), batches=len(self.train_sampler), max_tokens=t.max_tokens,
+                     updates_per_epoch=math.ceil(len(self.train_sampler) / self.world_size / t.update_freq),
+                     schedule=self.schedule, num_updates=s.num_updates, budget=b)
             if not self._resumed:
-                self._guard_earlier_best()
+                self._best_on_disk = best_on_disk(self.run_dir, t.best_checkpoint_metric)
         while not s.finished:
             if b.max_epoch and s.epoch > b.max_epoch:
                 self._finish("max_epoch")
@@ -428,9 +312,8 @@ class Trainer:
             # update_freq * world_size on the same batches.
             batches = self.train_sampler.batches_for_epoch(s.epoch)
             per_update = self.world_size * t.update_freq
-            bar = self._progress(len(batches), s.batch_index, s.epoch)
-            window: dict[str, float] = {}
-            window_start, window_tokens, window_updates = time.perf_counter(), 0, 0
+            bar = progress_bar(t.progress_bar, self.is_main, len(batches), s.batch_index, s.epoch)
+            window = UpdateWindow()
             stop = ""
             while s.batch_index < len(batches):
                 group = batches[s.batch_index : s.batch_index + per_update]
@@ -438,27 +321,18 @@ class Trainer:
                 logs = self.train_step(group[self.rank :: self.world_size], stand_in=group[0])
                 s.train_seconds += time.perf_counter() - started
                 s.batch_index += len(group)
-                window_tokens += int(logs["ntokens"])
-                window_updates += 1
-                for k, v in logs.items():
-                    window[k] = window.get(k, 0.0) + v
+                window.add(logs)
                 if bar is not None:
                     bar.update(len(group))
                     bar.set_postfix(loss=f"{logs.get('loss', 0):.3f}", lr=f"{logs['lr']:.2e}")
-                elapsed = time.perf_counter() - window_start
+                elapsed = window.elapsed()
                 if s.num_updates % t.log_interval == 0 or (t.log_seconds and elapsed >= t.log_seconds):
-                    metrics = {f"train_{k}": v / window_updates for k, v in window.items() if k != "ntokens"}
-                    metrics["train_tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                    metrics = window.metrics(elapsed)
                     if self.is_main:
                         if bar is None:
-                            log.info(
-                                "epoch %d | update %d | %s",
-                                s.epoch,
-                                s.num_updates,
-                                " | ".join(f"{k[6:]} {v:.4g}" for k, v in metrics.items()),
-                            )
+                            log_update(s.epoch, s.num_updates, metrics)
                         self.tracker.log_metrics(metrics, step=s.num_updates)
-                    window, window_start, window_tokens, window_updates = {}, time.perf_counter(), 0, 0
+                    window.reset()
                 if t.save_interval_updates and s.num_updates % t.save_interval_updates == 0:
                     s.wall_seconds = self._wall()
                     self.save("checkpoint_last.pt")
@@ -468,7 +342,7 @@ class Trainer:
                     if self.world_size > 1:
                         dist.barrier()
                     self.guard.hand_over()
-                stop = self._should_stop()
+                stop = b.spent(s.num_updates, self._wall())
                 if stop:
                     break
             if bar is not None:
@@ -483,56 +357,13 @@ class Trainer:
                 self._finish("patience")
         return s
 
-    def _guard_earlier_best(self) -> None:
-        """A fresh start in a folder that already holds checkpoint_best.pt (say,
-        after a corrupt checkpoint_last.pt was moved aside) must not replace that
-        model with a worse one: it is replaced only by a better model."""
-        path = self.run_dir / "checkpoint_best.pt"
-        if not path.is_file():
-            return
-        from pet.checkpoint import load_checkpoint
-
-        metric = self.tcfg.best_checkpoint_metric
-        try:
-            trainer = load_checkpoint(path).get("trainer") or {}
-        except CheckpointError as e:
-            log.warning("%s is unreadable (%s); a new best model will replace it", path, e)
-            return
-        value = trainer.get("best_valid_bleu" if metric == "bleu" else "best_valid_loss")
-        if value is None or not math.isfinite(value):
-            return
-        self._best_on_disk = float(value)
-        log.warning("starting from scratch in %s, which holds checkpoint_best.pt from an earlier run (valid %s %.4f): "
-                    "it is replaced only by a better model", self.run_dir, metric, value)
-
     def _beats_best_on_disk(self, value: float) -> bool:
         if self._best_on_disk is None:
             return True
-        better = value > self._best_on_disk if self.tcfg.best_checkpoint_metric == "bleu" else value < self._best_on_disk
-        if better:
+        beats = better(self.tcfg.best_checkpoint_metric, value, self._best_on_disk)
+        if beats:
             self._best_on_disk = None
-        return better
-
-    def _log_plan(self) -> None:
-        """What this run will do, before its first update: batches, schedule, budget."""
-        s, t = self.state, self.budget
-        per_epoch = math.ceil(len(self.train_sampler) / self.world_size / self.tcfg.update_freq)
-        log.info("%d training pairs in %d batches of <= %d tokens: %d updates per epoch",
-                 len(self.train_data), len(self.train_sampler), self.tcfg.max_tokens, per_epoch)
-        describe = getattr(self.schedule, "describe", lambda: type(self.schedule).__name__)
-        log.info("LR schedule: %s; update %d trains at lr %.3g", describe(), s.num_updates,
-                 self.schedule(s.num_updates))
-        budget = [f"{n} {what}" for n, what in ((t.max_epoch, "epochs"), (t.max_update, "updates"),
-                                                 (t.max_time_minutes, "minutes")) if n]
-        if budget:
-            log.info("budget: %s (whichever comes first)%s", ", ".join(budget),
-                     f"; early stopping after {t.patience} epochs without improvement" if t.patience else "")
-        elif t.patience:
-            log.warning("no budget set: training runs until the validation loss has not improved for %d epochs "
-                        "(set trainer.max_epoch, trainer.max_update or trainer.max_time_minutes to bound it)", t.patience)
-        else:
-            log.warning("no budget set: training never stops by itself; set trainer.max_epoch, trainer.max_update, "
-                        "trainer.max_time_minutes or trainer.patience")
+        return beats
 
     def _end_of_epoch(self, complete: bool) -> None:
         s = self.state
@@ -543,17 +374,8 @@ class Trainer:
         by_bleu = self.tcfg.best_checkpoint_metric == "bleu"
         if self.tcfg.validate_bleu or by_bleu:
             metrics["valid_bleu"] = self._shared(self.validate_bleu() if self.is_main else 0.0)
-        s.last_valid_loss = metrics["valid_loss"]
         # checkpoint_best.pt and early stopping follow trainer.best_checkpoint_metric.
-        if by_bleu:
-            improved = metrics["valid_bleu"] > s.best_valid_bleu
-            s.best_valid_bleu = max(s.best_valid_bleu, metrics["valid_bleu"])
-        else:
-            improved = s.last_valid_loss < s.best_valid_loss
-        s.best_valid_loss = min(s.best_valid_loss, s.last_valid_loss)
-        s.bad_epochs = 0 if improved else s.bad_epochs + 1
-        s.curve.append({"epoch": s.epoch, "complete": complete, "updates": s.num_updates,
-                        **{k: metrics[k] for k in ("valid_loss", "valid_nll_loss", "valid_bleu") if k in metrics}})
+        improved = s.record_validation(metrics, complete, by_bleu)
         s.wall_seconds = self._wall()
         metrics.update(
             epoch=s.epoch,
@@ -562,17 +384,7 @@ class Trainer:
             train_tokens_per_s=s.target_tokens / max(s.train_seconds, 1e-9),
         )
         if self.is_main:
-            log.info(
-                "%s epoch %d (update %d): valid loss %.4f, nll %.4f, ppl %.2f, best %.4f%s",
-                "end of" if complete else "stopped within",
-                s.epoch,
-                s.num_updates,
-                metrics["valid_loss"],
-                metrics["valid_nll_loss"],
-                metrics["valid_ppl"],
-                s.best_valid_loss,
-                f", BLEU {metrics['valid_bleu']:.2f} (best {s.best_valid_bleu:.2f})" if "valid_bleu" in metrics else "",
-            )
+            log_validation(s, metrics, complete)
             self.tracker.log_metrics(metrics, step=s.num_updates)
         if complete:
             s.epoch += 1
@@ -580,38 +392,13 @@ class Trainer:
         if improved and self._beats_best_on_disk(metrics["valid_bleu"] if by_bleu else s.last_valid_loss):
             self.save("checkpoint_best.pt")
         self.save("checkpoint_last.pt")
-        if complete:
-            self._keep_epoch_checkpoints(s.epoch - 1, metrics["valid_bleu"] if by_bleu else s.last_valid_loss)
+        if complete and self.is_main:
+            keep_epoch_checkpoints(self.run_dir, self.tcfg, s.epoch - 1,
+                                   metrics["valid_bleu"] if by_bleu else s.last_valid_loss, self.save)
 
     def _shared(self, value: float) -> float:
         """Rank 0's ``value`` on every rank (decisions such as early stopping must agree)."""
-        if self.world_size == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.broadcast(t, src=0)
-        return float(t.item())
-
-    def _keep_epoch_checkpoints(self, epoch: int, value: float) -> None:
-        """checkpoint<epoch>.pt of the last ``keep_last_epochs`` epochs and
-        checkpoint.best_<metric>_<value>.pt of the ``keep_best_checkpoints`` best
-        by trainer.best_checkpoint_metric: what checkpoint averaging reads
-        (fairseq's file names)."""
-        t = self.tcfg
-        if not self.is_main:
-            return
-        if t.keep_last_epochs > 0:
-            self.save(f"checkpoint{epoch}.pt")
-            for path, n in epoch_checkpoints(self.run_dir):
-                if n <= epoch - t.keep_last_epochs:
-                    path.unlink(missing_ok=True)
-        if t.keep_best_checkpoints > 0:
-            metric, n = t.best_checkpoint_metric, t.keep_best_checkpoints
-            best = best_checkpoints(self.run_dir, metric)
-            sign = -1.0 if metric == "bleu" else 1.0  # lower sign*value is better
-            if len(best) < n or sign * value < sign * best[n - 1][1]:
-                self.save(f"checkpoint.best_{metric}_{value:.4f}.pt")
-                for path, _ in best_checkpoints(self.run_dir, metric)[n:]:
-                    path.unlink(missing_ok=True)
+        return value if self.world_size == 1 else from_rank0(value, self.device)
 
     def _finish(self, reason: str) -> None:
         self.state.finished, self.state.stop_reason = True, reason
