@@ -30,7 +30,8 @@ from pet.runtime import is_main_process, seed_everything, seed_rank
 from pet.stages.common import origin_teacher, resolved_config
 from pet.stages.fit import resume_checkpoint
 from pet.training.schedule import continuation_schedule, final_lr
-from pet.training.trainer import Budget, Trainer
+from pet.training.state import Budget
+from pet.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
