@@ -3,7 +3,9 @@
 A checkpoint holds plain containers and tensors only (it loads with
 ``torch.load(weights_only=True)``): the model spec, weights, vocabularies and
 the resolved config that produced it, plus optimizer/scheduler/RNG/data
-position for exact resumption. Nothing else is needed to rebuild the model.
+position for exact resumption. Nothing else is needed to rebuild the model,
+nor (``text_pipeline``: tokenizer settings and BPE merge table of its corpus)
+to translate raw text with it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     if missing:
         raise ValueError(f"refusing to save a checkpoint without {missing}")
     state = {"format_version": FORMAT_VERSION, **state}
+    if "text_pipeline" not in state:
+        # The corpus' tokenizer settings and BPE merge table, so that the
+        # checkpoint alone translates raw text (pet.generation.text_pipeline).
+        from pet.generation.text_pipeline import checkpoint_text_state
+
+        text = checkpoint_text_state(state.get("config"))
+        if text is not None:
+            state["text_pipeline"] = text
     atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
 
 

@@ -202,6 +202,7 @@ class PipelineStep:
 @dataclass
 class StageConfig:
     # prepare | pretrain | evaluate | summary | prune | finetune | distill | pipeline | report
+    # | translate | average
     name: str = MISSING
     # For stage=pipeline: the steps, each a list of overrides on top of this
     # job's own; each step runs in <run_dir>/<step name>.
@@ -344,6 +345,47 @@ class ReportConfig:
 
 
 @dataclass
+class TranslateConfig:
+    """stage=translate: raw text in, translations out (pet.stages.translate).
+
+    Beam size, maximum length and batch sizes are generation's (generation.beam,
+    max_len_a/b, max_tokens, max_sentences).
+    """
+
+    # One raw sentence per line (UTF-8); null: standard input.
+    input: Optional[str] = None
+    # One translation per input line, in input order; null: standard output.
+    # With nbest > 1: "<input line number, from 0>\t<score>\t<translation>"
+    # lines, best first (score: length-normalised log-probability, base 2).
+    output: Optional[str] = None
+    nbest: int = 1
+    # Length penalty (hypothesis score / length^lenpen); null: generation.lenpen
+    lenpen: Optional[float] = None
+    # pet: init_from is a pet checkpoint (.pt); ctranslate2: init_from is a
+    # folder exported for CTranslate2 (it holds the text pipeline's files).
+    backend: str = "pet"
+    # ctranslate2 only: the compute type the model is loaded with.
+    compute_type: str = "default"
+
+
+@dataclass
+class AverageConfig:
+    """stage=average: the element-wise mean of a run's last or best checkpoints
+    (pet.checkpoint_average), written as checkpoint_avg.pt in that run's folder."""
+
+    # Average the last n epoch checkpoints (checkpoint<epoch>.pt, kept by
+    # trainer.keep_last_epochs); 0 = not this selection.
+    last_epochs: int = 0
+    # Average the n best checkpoints (checkpoint.best_<metric>_<value>.pt, kept
+    # by trainer.keep_best_checkpoints); 0 = not this selection.
+    best: int = 0
+    # loss | bleu: which best checkpoints; null = the kind the run folder holds
+    metric: Optional[str] = None
+    # Where to write the average; null = <run folder>/checkpoint_avg.pt
+    output: Optional[str] = None
+
+
+@dataclass
 class PetConfig:
     """Root config: one field per config group plus job-level settings."""
 
@@ -359,7 +401,10 @@ class PetConfig:
     shrink: ShrinkConfig = field(default_factory=ShrinkConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    # Checkpoint a stage starts from (evaluate, summary, prune, finetune, distill).
+    translate: TranslateConfig = field(default_factory=TranslateConfig)
+    average: AverageConfig = field(default_factory=AverageConfig)
+    # Checkpoint a stage starts from (evaluate, summary, prune, finetune, distill,
+    # translate; for average: a run folder or one of its checkpoints).
     init_from: Optional[str] = None
     run_name: str = "run"
     experiment_name: str = "default"
