@@ -283,8 +283,9 @@ def test_pruned_and_pet_checkpoints_translate_as_evaluate_decodes_them(trained, 
     path = tmp_path / f"{kind}.pt"
     save_checkpoint({**{k: v for k, v in ckpt.items() if k not in ("format_version", "optimizer")},
                      "spec": model.spec.to_dict(), "model": model.state_dict()}, path)
-    run_stage(compose_cfg(trained["root"], *CORPUS, "stage=evaluate", f"init_from={path}",
+    short = ["generation.max_len_a=0.5", "generation.max_len_b=4"]  # an untrained model's output runs to the limit
+    run_stage(compose_cfg(trained["root"], *CORPUS, *short, "stage=evaluate", f"init_from={path}",
                           f"paths.run_dir={tmp_path}/eval"))
-    translate(trained["root"], path, trained["data"] / "raw" / "test.de", tmp_path / "out.en")
+    translate(trained["root"], path, trained["data"] / "raw" / "test.de", tmp_path / "out.en", *short)
     assert (tmp_path / "out.en").read_text(encoding="utf-8") == (tmp_path / "eval" / "hyp.detok.txt").read_text(
         encoding="utf-8")
