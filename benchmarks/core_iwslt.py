@@ -237,7 +237,8 @@ def main() -> None:
         p = results.get("pet", {}).get(k)
         f = results.get("fairseq", {}).get(k)
         ratio = f"{p / f:.3f}" if isinstance(p, (int, float)) and isinstance(f, (int, float)) and f else "-"
-        fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        def fmt(v):
+            return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
         print(f"{k:<24}{fmt(p):>12}{fmt(f):>12}{ratio:>12}")
     cross = results.get("fairseq_weights_pet_search")
     if cross:

@@ -35,8 +35,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from stage_runner import REPO, compose, run_pet_stage, stage_threads  # benchmarks/ is on sys.path when run as a script
@@ -321,7 +321,7 @@ def main() -> None:
             "latency": lat,
         }
     base = rows["teacher"]
-    for name, r in rows.items():
+    for r in rows.values():
         r["params_change_pct"] = 100.0 * (r["parameters"] / base["parameters"] - 1)
         r["bleu_change"] = r["bleu"] - base["bleu"]
         for key in r["latency"]:

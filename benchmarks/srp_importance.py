@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from stage_runner import REPO, compose  # benchmarks/ is on sys.path when run as a script
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from srp_iwslt import time_breakdown  # benchmarks/ is on sys.path when run as a script
 from stage_runner import compose
 

@@ -118,3 +118,21 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     run_stage(compose_cfg(root, "stage=prepare", *DEMO_DATA))
     return root
+
+
+# A tiny model and a short prune run on the demo corpus, shared by the pruning tests.
+TINY = [*DEMO_DATA, "model=transformer_tiny", "model.encoder_embed_dim=32", "model.decoder_embed_dim=32",
+        "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64", "trainer.max_tokens=1200",
+        "optim.warmup_updates=10", "optim.lr=2e-3", "trainer.log_interval=5", "trainer.device=cpu"]
+PRUNE = ["stage=prune", "pruning.pruning_period=1", "pruning.importance_batches=4", "pruning.report_latency=false",
+         "pruning.bleu_sentences=8", "generation.beam=2", "pruning.latency_length=8"]
+
+
+@pytest.fixture(scope="session")
+def pretrained(demo_root, tmp_path_factory):
+    """A tiny model pretrained one epoch on the demo corpus: the input of prune and finetune tests."""
+    from pet.stages import run_stage
+
+    out = tmp_path_factory.mktemp("pre")
+    run_stage(compose_cfg(demo_root, *TINY, "stage=pretrain", "trainer.max_epoch=1", f"paths.run_dir={out}"))
+    return out / "checkpoint_best.pt"

@@ -1,5 +1,5 @@
-import torch
 import pytest
+import torch
 
 from pet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pet.errors import CheckpointError

@@ -1,6 +1,5 @@
 """Every config composes; bad values fail early with one clear line."""
 
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf

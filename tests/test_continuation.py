@@ -11,8 +11,7 @@ from pet.checkpoint import load_checkpoint
 from pet.stages import run_stage
 from pet.training.schedule import ConstantSchedule, InverseSqrtSchedule, continuation_schedule, final_lr
 from pet.training.trainer import Trainer
-from tests.conftest import compose_cfg
-from tests.test_pruning_stage import PRUNE, TINY, pretrained  # noqa: F401  (the fixture)
+from tests.conftest import PRUNE, TINY, compose_cfg
 from tests.test_trainer import TRAIN, make_trainer
 
 
@@ -139,8 +138,8 @@ def test_warm_up_epochs_train_before_pruning_starts(demo_root, pretrained, tmp_p
 
 
 def test_finetune_can_distil_from_the_unpruned_origin(demo_root, pretrained, tmp_path):
-    from pet.errors import ConfigError
     from pet.distill.losses import DistillationLoss
+    from pet.errors import ConfigError
     from pet.stages.common import load_data
     from pet.stages.finetune import finetune_kd_loss
 

@@ -67,7 +67,10 @@ class FakeDataset:
         )
 
 
-def random_corpus(n, seed, vocab=len(WORDS)):
+VOCAB = len(WORDS)
+
+
+def random_corpus(n, seed, vocab=VOCAB):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):

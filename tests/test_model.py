@@ -42,7 +42,7 @@ def test_reordered_incremental_decoding_matches_full_forward_of_the_reordered_pr
         enc = model.encoder(batch.src_tokens[:1].expand(4, -1))
         prefixes = torch.full((4, 1), 2, dtype=torch.long)
         cache: dict = {}
-        for step in range(6):
+        for _step in range(6):
             logits, _ = model.decoder(prefixes, enc, cache=cache)
             full, _ = model.decoder(prefixes, enc)
             torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)

@@ -1,7 +1,6 @@
 """What a crash, a kill -9 or a second identical command must not lose or corrupt."""
 
 import json
-from pathlib import Path
 
 import pytest
 

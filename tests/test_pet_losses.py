@@ -21,8 +21,6 @@ from pet.errors import ConfigError
 from pet.training.criterion import LabelSmoothedCrossEntropy
 from tests.conftest import random_batch, small_model
 
-
-
 PAD = 1
 SRC_V, TGT_V = 40, 48
 

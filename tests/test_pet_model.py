@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +11,6 @@ from pet.config.schema import ModelConfig
 from pet.models.spec import spec_from_config
 from pet.models.transformer import TransformerModel
 from tests.conftest import REPO, compose_cfg, random_batch
-
-
 
 SRC_V, TGT_V = 8848, 6632
 

@@ -10,14 +10,11 @@ import torch
 
 from pet.checkpoint import load_checkpoint, save_checkpoint
 from pet.distill.losses import WarmupLoss, warmup_labels
-from pet.stages.common import resolve_step_reference
 from pet.errors import CheckpointError, ConfigError
 from pet.stages import run_stage
-from pet.stages.common import load_data
+from pet.stages.common import load_data, resolve_step_reference
 from pet.training.criterion import LabelSmoothedCrossEntropy
 from tests.conftest import DEMO_DATA, compose_cfg, small_model
-
-
 
 FAST = ["trainer.max_tokens=600", "optim.warmup_updates=10", "optim.lr=2e-3", "trainer.log_interval=1",
         "generation.max_examples=5", "trainer.num_threads=1"]
@@ -177,7 +174,7 @@ def test_pet_experiments_compose_and_every_step_validates(tmp_path, experiment):
     assert list(steps)[1:5] == ["teacher", "tiny_teacher", "warmup", "kd"]
     assert "distill.teacher=@teacher" in steps["warmup"] and "distill.from_scratch=true" in steps["warmup"]
     assert "init_from=@warmup" in steps["kd"] and "distill.teacher=@tiny_teacher" in steps["kd"]
-    for name, overrides in steps.items():
+    for _name, overrides in steps.items():
         # what the pipeline composes for the step (it resolves init_from itself)
         step = [("stage.name=" + o[6:]) if o.startswith("stage=") else o for o in overrides if not o.startswith("init_from=")]
         validate(compose_cfg(tmp_path, f"experiment={experiment}", *step))

@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from pet.errors import CheckpointError, ConfigError
-from pet.pruning.gates import check_prunable, dim_ownership, gate_groups, groups_for, load_plain_state, meta_model, to_gated
+from pet.pruning.gates import (
+    check_prunable,
+    dim_ownership,
+    gate_groups,
+    groups_for,
+    load_plain_state,
+    meta_model,
+    to_gated,
+)
 from pet.pruning.rate import parameter_count
 from pet.pruning.removal import max_output_difference
 from tests.conftest import random_batch, small_model

@@ -39,7 +39,7 @@ def test_schedule_reaches_exactly_zero_at_the_end_of_the_period(kind, unit):
     first = 1.0 if unit == "step" else hook.schedule.value(1)  # per epoch: epoch 1 trains at value(1)
     assert torch.all(selected_values(model, selection) == first)
     seen = []
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         for _ in range(math.ceil(per_epoch / update_freq)):
             hook.after_backward(trainer)  # no optimizer step in this test
             hook.after_update(trainer)

@@ -7,20 +7,7 @@ import torch
 
 from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.stages import run_stage
-from tests.conftest import DEMO_DATA, compose_cfg
-
-TINY = [*DEMO_DATA, "model=transformer_tiny", "model.encoder_embed_dim=32", "model.decoder_embed_dim=32",
-        "model.encoder_ffn_dim=64", "model.decoder_ffn_dim=64", "trainer.max_tokens=1200",
-        "optim.warmup_updates=10", "optim.lr=2e-3", "trainer.log_interval=5", "trainer.device=cpu"]
-PRUNE = ["stage=prune", "pruning.pruning_period=1", "pruning.importance_batches=4", "pruning.report_latency=false",
-         "pruning.bleu_sentences=8", "generation.beam=2", "pruning.latency_length=8"]
-
-
-@pytest.fixture(scope="module")
-def pretrained(demo_root, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pre")
-    run_stage(compose_cfg(demo_root, *TINY, "stage=pretrain", "trainer.max_epoch=1", f"paths.run_dir={out}"))
-    return out / "checkpoint_best.pt"
+from tests.conftest import PRUNE, TINY, compose_cfg
 
 
 def shape(spec):
@@ -32,7 +19,6 @@ def shape(spec):
     }
 
 
-@pytest.mark.slow
 def test_two_stage_prunes_only_what_each_stage_owns(demo_root, pretrained, tmp_path):
     base = model_from_checkpoint(load_checkpoint(pretrained))
     common = [*TINY, *PRUNE, "pruning.compression_rate=0.5"]
@@ -78,7 +64,6 @@ def test_two_stage_prunes_only_what_each_stage_owns(demo_root, pretrained, tmp_p
     assert summary.metric == s2.num_parameters()
 
 
-@pytest.mark.slow
 def test_interrupted_prune_resumes_to_the_same_model(demo_root, pretrained, tmp_path, monkeypatch):
     from pet.pruning.shrink import ShrinkHook
 

@@ -36,11 +36,11 @@ while not os.path.exists(go) and time.time() < deadline:
     time.sleep(0.05)
 run_id = t.start(run_name=f"job{idx}", parent_run_id=parent, tags={"override.trainer.seed": str(idx)})
 t.log_params({"trainer": {"seed": idx}, "optim": {"lr": 1e-3 * (idx + 1)}, "model": {"name": "tiny"}})
-for step in range(%(steps)d):
+for step in range(N_STEPS):
     t.log_metrics({"train_loss": 10.0 / (step + 1) + idx, "valid_loss": 9.0 / (step + 1) + idx}, step=step)
 t.end("FINISHED")
 print(run_id)
-""" % {"steps": N_STEPS}
+""".replace("N_STEPS", str(N_STEPS))
 
 
 @contextlib.contextmanager
@@ -94,7 +94,7 @@ def test_eight_concurrent_jobs_on_one_tracking_server(tmp_path):
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        for p, (out, err) in zip(procs, outs):
+        for p, (_out, err) in zip(procs, outs):
             assert p.returncode == 0, err[-2000:]
         run_ids = {out.strip().splitlines()[-1] for out, _ in outs}
         assert len(run_ids) == N_JOBS

@@ -284,7 +284,7 @@ def count_flops(
             tokens = torch.full((1, 1), eos, dtype=torch.long, device=device)
             cache: dict = {}
             steps: list[int] = []
-            for step in range(tgt_len):
+            for _step in range(tgt_len):
                 before = counter.get_total_flops()
                 model.decoder(tokens, encoder_out, cache=cache)
                 steps.append(counter.get_total_flops() - before)

@@ -65,14 +65,14 @@ class FaithfulMosesTokenizer(MosesTokenizer):
         return " ".join(tokens)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer(lang: str, faithful: bool) -> MosesTokenizer:
     # Building a tokenizer loads the non-breaking-prefix lists and compiles a
     # few dozen regexes; one per language is plenty.
     return FaithfulMosesTokenizer(lang=lang) if faithful else MosesTokenizer(lang=lang)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _detokenizer(lang: str) -> MosesDetokenizer:
     return MosesDetokenizer(lang=lang)
 

@@ -22,6 +22,7 @@ into the weights; any other value is refused rather than silently folded.
 from __future__ import annotations
 
 import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor

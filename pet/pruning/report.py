@@ -178,8 +178,8 @@ def format_report(title: str, rows: dict[str, Any], rate: Optional[dict[str, Any
         )
         if rows[f"speedup_vs_ideal_b{bs}"] > SPEEDUP_ABOVE_IDEAL:
             lines.append(
-                f"  warning: faster than FLOP-ideal: the two timings did not do the same work (other output lengths, "
-                f"or a loaded machine); trust only fixed-length timings on an idle machine"
+                "  warning: faster than FLOP-ideal: the two timings did not do the same work (other output lengths, "
+                "or a loaded machine); trust only fixed-length timings on an idle machine"
             )
     if "bleu_after" in rows:
         before = f"{rows['bleu_before']:.2f}" if "bleu_before" in rows else "-"
