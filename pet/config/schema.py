@@ -202,7 +202,7 @@ class PipelineStep:
 @dataclass
 class StageConfig:
     # prepare | pretrain | evaluate | summary | prune | finetune | distill | pipeline | report
-    # | translate | average
+    # | translate | average | export
     name: str = MISSING
     # For stage=pipeline: the steps, each a list of overrides on top of this
     # job's own; each step runs in <run_dir>/<step name>.
@@ -386,6 +386,30 @@ class AverageConfig:
 
 
 @dataclass
+class ExportConfig:
+    """stage=export: a checkpoint as a CTranslate2 model folder (pet.export).
+
+    The folder holds the engine's files (model.bin, config.json, vocabularies),
+    pet_layout.json, the text pipeline's files and export.json. Decoding
+    settings of the check come from generation (beam, max_len_a/b, lenpen).
+    """
+
+    # ctranslate2 (the only format so far)
+    format: str = "ctranslate2"
+    # float32 | int8 | int8_float32: weights as written (int8: ~4x smaller,
+    # loads as int8 by default; the engine can still load it as another type)
+    quantization: str = "float32"
+    # Output folder; null = <run folder>/ct2-<quantization>
+    dir: Optional[str] = None
+    # Sentences of check_split (the first n) translated by pet and by the
+    # float32 export; the export fails below min_identical identical best
+    # translations. 0 = no check.
+    check_sentences: int = 100
+    check_split: str = "valid"
+    min_identical: float = 0.99
+
+
+@dataclass
 class PetConfig:
     """Root config: one field per config group plus job-level settings."""
 
@@ -403,6 +427,7 @@ class PetConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     translate: TranslateConfig = field(default_factory=TranslateConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     # Checkpoint a stage starts from (evaluate, summary, prune, finetune, distill,
     # translate; for average: a run folder or one of its checkpoints).
     init_from: Optional[str] = None

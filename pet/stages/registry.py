@@ -46,6 +46,7 @@ STAGES: dict[str, Stage] = {
     "report": Stage("pet.stages.report", sweep_parent=False),
     "translate": Stage("pet.stages.translate", from_checkpoint=True),
     "average": Stage("pet.stages.average", from_checkpoint=True, produces_model=True),
+    "export": Stage("pet.stages.export", from_checkpoint=True),
 }
 
 
