@@ -1,0 +1,115 @@
+"""Speed of the same models in pet's eager loop and in CTranslate2, measured together.
+
+A pruned model's value to a user is its speed in the engine it ships in; its
+speed in pet's eager PyTorch loop is bounded by per-step overheads that do
+not shrink with the model. :func:`engine_latency` times every (model, engine)
+pair on the same fixed-length work (beam 5, ``length`` source tokens and
+``length`` decoder steps), round after round, each round timing every pair
+once, so that a change in machine load hits all pairs alike and their ratios
+stay meaningful on a shared machine. :func:`export_engines` writes the
+CTranslate2 folders a comparison needs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from torch import nn
+
+from pet.analysis.latency import make_batches, measure_latency, synthetic_sentences
+from pet.export.ctranslate2 import convert, folder_bytes
+from pet.export.translator import CT2Translator, measure_ct2_latency
+
+# What a comparison runs: pet's eager loop and the engine's two CPU types.
+ENGINES = ("pet", "ct2_float32", "ct2_int8")
+
+
+@dataclass
+class System:
+    """One model in one engine: ``model`` runs in pet; ``translator`` in CTranslate2."""
+
+    name: str
+    engine: str
+    model: Optional[nn.Module] = None
+    translator: Optional[CT2Translator] = None
+    bytes_on_disk: Optional[int] = None
+
+
+def _symbols(size: int) -> list[str]:
+    """A stand-in dictionary of ``size`` types (pet's four specials first):
+    timing depends on the vocabulary's size, not its words."""
+    return ["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(4, size)]
+
+
+def export_engines(model: nn.Module, name: str, folder: Path, threads: int,
+                   engines: Sequence[str] = ENGINES, src_symbols: Optional[list[str]] = None,
+                   tgt_symbols: Optional[list[str]] = None) -> list[System]:
+    """``model`` as a :class:`System` per engine, exporting it to
+    ``<folder>/<name>-<quantization>`` for the CTranslate2 ones."""
+    spec = model.spec
+    src = src_symbols or _symbols(spec.encoder.vocab_size)
+    tgt = tgt_symbols or _symbols(spec.decoder.vocab_size)
+    systems = []
+    for engine in engines:
+        if engine == "pet":
+            systems.append(System(name, engine, model=model.eval()))
+            continue
+        quantization = engine.removeprefix("ct2_")
+        out = convert(model, src, tgt, Path(folder) / f"{name}-{quantization}", quantization=quantization)
+        systems.append(System(name, engine, translator=CT2Translator(out, threads=threads),
+                              bytes_on_disk=folder_bytes(out)))
+    return systems
+
+
+def engine_latency(systems: Sequence[System], *, batch_sizes: Sequence[int] = (1, 64), length: int = 25,
+                   beam: int = 5, repeats: int = 3, threads: int = 2, seed: int = 0) -> list[dict[int, float]]:
+    """Sentences per second of each system at each batch size (median over
+    ``repeats`` interleaved rounds; 8 sentences at batch 1, one full batch
+    otherwise; one untimed pass each first)."""
+    vocab = min((s.model.spec.encoder.vocab_size for s in systems if s.model is not None), default=100)
+    out: list[dict[int, float]] = [{} for _ in systems]
+    for bs in batch_sizes:
+        n = 8 if bs == 1 else bs
+        batches = make_batches(synthetic_sentences(n, length, vocab, seed=seed), bs)
+        times: list[list[float]] = [[] for _ in systems]
+        for r in range(repeats):
+            for i, s in enumerate(systems):
+                if s.model is not None:
+                    res = measure_latency(s.model, batches, beam, fixed_length=length, warmup=1 if r == 0 else 0,
+                                          repeats=1, num_threads=threads)
+                else:
+                    res = measure_ct2_latency(s.translator, bs, length=length, beam=beam, num_sentences=n,
+                                              warmup=1 if r == 0 else 0, repeats=1, seed=seed)
+                times[i].append(res.sentences_per_second)
+        for i in range(len(systems)):
+            out[i][int(bs)] = statistics.median(times[i])
+    return out
+
+
+def compare_engines(before: nn.Module, after: nn.Module, *, threads: int = 2, batch_sizes: Sequence[int] = (1, 64),
+                    length: int = 25, beam: int = 5, repeats: int = 3,
+                    engines: Sequence[str] = ENGINES) -> dict[str, float]:
+    """Sentences/s of an unpruned and a pruned model in each engine, and the
+    files' sizes on disk, as flat metrics (``<engine>_sent_per_s_b<bs>_{before,after}``,
+    ``<engine>_speedup_b<bs>``, ``ct2_<q>_mb_{before,after}``)."""
+    with tempfile.TemporaryDirectory(prefix="pet-engines-") as tmp:
+        systems = (export_engines(before, "before", Path(tmp), threads, engines)
+                   + export_engines(after, "after", Path(tmp), threads, engines))
+        speeds = engine_latency(systems, batch_sizes=batch_sizes, length=length, beam=beam, repeats=repeats,
+                                threads=threads)
+    metrics: dict[str, float] = {}
+    by = {(s.name, s.engine): (s, v) for s, v in zip(systems, speeds)}
+    for engine in engines:
+        (b, vb), (a, va) = by[("before", engine)], by[("after", engine)]
+        for bs in batch_sizes:
+            metrics[f"{engine}_sent_per_s_b{bs}_before"] = vb[bs]
+            metrics[f"{engine}_sent_per_s_b{bs}_after"] = va[bs]
+            metrics[f"{engine}_speedup_b{bs}"] = va[bs] / vb[bs]
+        if b.bytes_on_disk is not None:
+            metrics[f"{engine}_mb_before"] = b.bytes_on_disk / 2**20
+            metrics[f"{engine}_mb_after"] = a.bytes_on_disk / 2**20
+    return metrics
