@@ -210,6 +210,15 @@ def test_check_fails_clearly_when_the_export_is_another_model(plain, sources, tm
         check_exactness(plain, CT2Translator(folder, threads=1), sources[:30], SRC, TGT, **DECODING)
 
 
+def test_check_fails_when_identical_outputs_score_differently(plain, sources, tmp_path):
+    folder = export(plain, tmp_path)
+    ok = check_exactness(plain, CT2Translator(folder, threads=1), sources[:20], SRC, TGT, **DECODING)
+    assert 0 < ok.max_score_difference < 1e-3
+    with pytest.raises(ExportError, match="other scores"):
+        check_exactness(plain, CT2Translator(folder, threads=1), sources[:20], SRC, TGT,
+                        score_tolerance=ok.max_score_difference / 2, **DECODING)
+
+
 def test_a_gated_model_is_sliced_first_and_unfinished_shrinking_refused(tmp_path):
     model = small_model(SRC_V, TGT_V, dropout=0.0)
     gated = to_gated(model).eval()

@@ -157,10 +157,18 @@ def check_exactness(
     src_symbols: Sequence[str],
     tgt_symbols: Sequence[str],
     min_share: float = 0.99,
+    score_tolerance: float = 1e-3,
     **decoding: Any,
 ) -> ExactnessReport:
-    """:func:`compare_with_pet`, failing with :class:`ExportError` below ``min_share`` identical outputs."""
+    """:func:`compare_with_pet`, failing with :class:`ExportError` below
+    ``min_share`` identical outputs, or when an identical output's score differs
+    by more than ``score_tolerance`` (same tokens, other numbers: a wrong scale)."""
     report = compare_with_pet(model, translator, sources, src_symbols, tgt_symbols, **decoding)
+    if report.max_score_difference > score_tolerance:
+        raise ExportError(
+            f"the CTranslate2 export gives pet's translations other scores: {report.summary()}, above the "
+            f"tolerance {score_tolerance:g}; the conversion is wrong (please report it)"
+        )
     if report.share_identical < min_share:
         first = report.differences[0] if report.differences else {}
         raise ExportError(
