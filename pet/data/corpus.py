@@ -20,18 +20,10 @@ PathLike = str | os.PathLike[str]
 _BOM = "\ufeff"
 
 
-def read_text_file(path: PathLike) -> list[str]:
-    """Lines of a UTF-8 text file; DataError if missing, empty or not UTF-8.
-
-    Lines are split on ``\\n`` only (see :mod:`pet.data.fileio`); a leading
-    byte-order mark is dropped, since editors add it and it is never content.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file does not exist; check data.source and the file name")
-    if not path.is_file():
-        raise DataError(f"{path}: is not a regular file; point data.source at a folder of text files")
-    data = path.read_bytes()
+def decode_utf8(data: bytes, where: str) -> str:
+    """``data`` as text, without a leading byte-order mark (editors add it and
+    it is never content); DataError naming the line and column of a byte that
+    is not UTF-8 (``where`` names the file)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -39,12 +31,23 @@ def read_text_file(path: PathLike) -> list[str]:
         line_start = data.rfind(b"\n", 0, err.start) + 1
         col = err.start - line_start + 1
         raise DataError(
-            f"{path}:{lineno}: byte {data[err.start:err.start + 1]!r} at column {col} is not valid UTF-8; "
+            f"{where}:{lineno}: byte {data[err.start:err.start + 1]!r} at column {col} is not valid UTF-8; "
             f"re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or fix that line"
         ) from None
-    if text.startswith(_BOM):
-        text = text[1:]
-    lines = split_lines(text)
+    return text[1:] if text.startswith(_BOM) else text
+
+
+def read_text_file(path: PathLike) -> list[str]:
+    """Lines of a UTF-8 text file; DataError if missing, empty or not UTF-8.
+
+    Lines are split on ``\\n`` only (see :mod:`pet.data.fileio`).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist; check data.source and the file name")
+    if not path.is_file():
+        raise DataError(f"{path}: is not a regular file; point data.source at a folder of text files")
+    lines = split_lines(decode_utf8(path.read_bytes(), str(path)))
     if not lines or all(not line.strip() for line in lines):
         raise DataError(f"{path}: file is empty; it must hold one sentence per line")
     return lines

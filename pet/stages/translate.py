@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from pet.data.corpus import decode_utf8
+from pet.data.fileio import split_lines
 from pet.errors import ConfigError, DataError
 from pet.generation.text_pipeline import TextPipeline
 from pet.stages.common import StageResult, finish_stage
@@ -67,8 +69,6 @@ class TranslateStats:
 # ------------------------------------------------------------------ input/output
 def read_input(path: Optional[str]) -> list[str]:
     """The lines of ``path`` (standard input when None), UTF-8, newlines removed."""
-    from pet.data.fileio import split_lines
-
     where = "standard input" if path is None else f"translate.input={path}"
     if path is None:
         if sys.stdin.isatty():
@@ -79,10 +79,7 @@ def read_input(path: Optional[str]) -> list[str]:
         if not p.is_file():
             raise DataError(f"{where} does not exist (or is not a file); name a text file with one sentence per line")
         raw = p.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{where} is not UTF-8 text (invalid byte at offset {e.start}); convert it to UTF-8") from None
+    text = decode_utf8(raw, where)
     return [line[:-1] if line.endswith("\r") else line for line in split_lines(text)]
 
 
