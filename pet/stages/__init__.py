@@ -12,7 +12,7 @@ import importlib
 
 from omegaconf import DictConfig
 
-from pet.stages.checkpoint_config import with_checkpoint_data, with_checkpoint_model
+from pet.stages.checkpoint_config import adopt_checkpoint_config
 from pet.stages.common import StageResult
 from pet.stages.lifecycle import announce, run_lock
 from pet.stages.registry import STAGES, Stage, stage
@@ -22,7 +22,7 @@ __all__ = ["STAGES", "Stage", "StageResult", "run_stage", "stage"]
 
 def run_stage(cfg: DictConfig) -> StageResult:
     module = importlib.import_module(stage(cfg.stage.name).module)
-    cfg = with_checkpoint_model(with_checkpoint_data(cfg))
+    cfg = adopt_checkpoint_config(cfg, module)
     with run_lock(cfg):
         result = module.run(cfg)
     announce(cfg, result)

@@ -13,6 +13,7 @@ import copy
 import functools
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
@@ -47,20 +48,23 @@ def _trained_config(path: str, mtime: float) -> dict[str, Any]:
     return load_checkpoint(path).get("config") or {}
 
 
-def _data_checkpoint(cfg: DictConfig) -> Optional[str]:
-    if cfg.init_from and not (cfg.stage.name == "distill" and cfg.distill.from_scratch):
-        return str(cfg.init_from)
-    teacher = cfg.distill.teacher if cfg.stage.name == "distill" else None
-    return str(teacher) if teacher and not str(teacher).startswith("@") else None
-
-
-def with_checkpoint_data(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with ``data`` set to what its checkpoint was trained on, so that
-    ``init_from=<checkpoint>`` alone is enough; an explicit ``data`` setting on
-    the command line stays, and must name the same corpus."""
+def adopt_checkpoint_config(cfg: DictConfig, recipe: ModuleType) -> DictConfig:
+    """``cfg`` with the data and model config of the checkpoint(s) the stage
+    starts from. Both come from ``init_from``, unless the recipe module
+    defines ``config_checkpoints(cfg) -> (data checkpoint, model checkpoint)``
+    (either None: keep this config's)."""
     if not stage(cfg.stage.name).from_checkpoint:
         return cfg
-    path = _data_checkpoint(cfg)
+    sources = getattr(recipe, "config_checkpoints", None)
+    data_from, model_from = sources(cfg) if sources else (cfg.init_from, cfg.init_from)
+    return with_checkpoint_model(with_checkpoint_data(cfg, data_from), model_from)
+
+
+def with_checkpoint_data(cfg: DictConfig, path: Optional[str]) -> DictConfig:
+    """``cfg`` with ``data`` set to what checkpoint ``path`` was trained on, so
+    that ``init_from=<checkpoint>`` alone is enough; an explicit ``data``
+    setting on the command line stays, and must name the same corpus."""
+    path = str(path) if path else None
     if path is None or not Path(path).is_file():
         return cfg  # the stage itself says what is missing
     trained = trained_config(path).get("data")
@@ -84,18 +88,16 @@ def with_checkpoint_data(cfg: DictConfig) -> DictConfig:
     return adopted
 
 
-def with_checkpoint_model(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with ``model`` set to the config the ``init_from`` model was built
+def with_checkpoint_model(cfg: DictConfig, path: Optional[str]) -> DictConfig:
+    """``cfg`` with ``model`` set to the config the model in ``path`` was built
     from (unless the command line names one), so that run names, tags and
     logs name the model that actually runs, not the default ``model=``."""
-    if not stage(cfg.stage.name).from_checkpoint or not cfg.init_from or not Path(str(cfg.init_from)).is_file():
-        return cfg
-    if cfg.stage.name == "distill" and cfg.distill.from_scratch:
+    if not path or not Path(str(path)).is_file():
         return cfg
     overrides = command_line_overrides()
     if overrides is None or _names(overrides, "model"):
         return cfg
-    built = trained_config(str(cfg.init_from)).get("model")
+    built = trained_config(str(path)).get("model")
     if not built:
         return cfg
     adopted = copy.deepcopy(cfg)

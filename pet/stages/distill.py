@@ -71,6 +71,15 @@ def build_student(cfg: DictConfig, data: Any, init: Optional[dict[str, Any]] = N
     return TransformerModel(spec)
 
 
+def config_checkpoints(cfg: DictConfig) -> tuple[Optional[str], Optional[str]]:
+    """(data, model) config sources: the student's ``init_from``, or for a
+    student from scratch the teacher's data and this command's ``model=``."""
+    if cfg.init_from and not cfg.distill.from_scratch:
+        return str(cfg.init_from), str(cfg.init_from)
+    teacher = str(cfg.distill.teacher) if cfg.distill.teacher else None
+    return (teacher if teacher and not teacher.startswith("@") else None), None
+
+
 def teacher_path(cfg: DictConfig, run_dir: Path) -> str:
     """``distill.teacher`` as a checkpoint path (``@step``: an earlier pipeline step's)."""
     if not cfg.distill.teacher:
