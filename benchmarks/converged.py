@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
+from converged_report import write_report  # benchmarks/ is on sys.path when run as a script
+from stage_runner import REPO, run_pet_stage
 
 sys.path.insert(0, str(REPO))  # this worktree's pet, not the one pip installed
 
@@ -279,13 +280,16 @@ def record_commit(out: Path, command: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "status"])
+    ap.add_argument("command", choices=["run", "status", "report"])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared/ folder holding data/iwslt14")
     ap.add_argument("--jobs", type=int, default=2, help="1-thread stages run at once")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", nargs="+", default=[""], help="run only the tasks whose name contains one of these")
     ap.add_argument("--smoke", action="store_true", help="4 updates per stage, 8 test sentences: proves every task runs")
+    ap.add_argument("--measure", action="store_true", help="report: also time the models (pet eager, CTranslate2)")
+    ap.add_argument("--threads", type=int, default=2, help="report --measure: threads per engine")
+    ap.add_argument("--repeats", type=int, default=5, help="report --measure: interleaved rounds")
     args = ap.parse_args()
     args.out, args.shared = args.out.expanduser().resolve(), args.shared.expanduser().resolve()
     if not (args.shared / "data" / "iwslt14" / "bpe" / "train.de").exists():
@@ -294,6 +298,11 @@ def main() -> None:
     bench = Bench(args)
     if args.command == "status":
         bench.status()
+        return
+    if args.command == "report":
+        print(write_report(args.out, epoch_curve, SEEDS, RATES, SRP_METHODS, PET_METHODS, args.measure, args.threads,
+                           args.repeats))
+        print(f"written: {args.out / 'report.md'}, {args.out / 'report.json'}")
         return
     record_commit(args.out, args.command)
     bench.run_all()
