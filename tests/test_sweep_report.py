@@ -204,3 +204,91 @@ def test_report_from_an_mlflow_parent_run(tmp_path):
 
     with pytest.raises(ConfigError, match="no child runs"):
         make_report(parent_run_id=rep.jobs[0].run_id, tracking_uri=uri, options=ReportOptions(output_dir=str(tmp_path)))
+
+
+def with_ct2(result: dict, sent_per_s: float, mb: float) -> dict:
+    """What stage=prune adds with its engine table (pet.export.speed.compare_engines keys)."""
+    result["metrics"].update({
+        "ct2_int8_sent_per_s_b1_after": sent_per_s, "ct2_int8_sent_per_s_b1_before": 50.0,
+        "ct2_int8_mb_after": mb, "ct2_int8_mb_before": 2.0, "ct2_float32_sent_per_s_b1_after": sent_per_s / 2,
+        "pet_sent_per_s_b1_after": 10.0, "ct2_int8_speedup_b1": sent_per_s / 50.0,
+    })
+    return result
+
+
+def test_ct2_latency_and_size_are_costs_in_the_table_and_plots(tmp_path):
+    sweep = tmp_path / "sweeps" / "prune"
+    write_job(sweep, 0, "0.5", with_ct2(prune_result(30.0, 1000, 10.0, 4e6), 120.0, 1.0))
+    write_job(sweep, 1, "0.3", with_ct2(prune_result(28.0, 600, 7.0, 2.5e6), 200.0, 0.6))
+    write_job(sweep, 2, "0.7", with_ct2(prune_result(29.0, 1400, 12.0, 6e6), 250.0, 1.4))  # fastest, not smallest
+    write_job(sweep, 3, "0.9", with_ct2(prune_result(31.0, 2000, 20.0, 8e6), 60.0, 2.0))
+    rep = make_report(sweep_dir=sweep, options=ReportOptions())
+
+    assert rep.columns[:8] == ["pruning.compression_rate", "bleu", "parameters", "flops_per_tgt_token",
+                               "latency_ms_b1", "ct2_int8_latency_ms_b1", "ct2_float32_latency_ms_b1", "ct2_int8_mb"]
+    assert "ct2_int8_sent_per_s_b1_after" not in rep.columns and "ct2_int8_sent_per_s_b1_before" in rep.columns
+    job = {j.overrides["pruning.compression_rate"]: j for j in rep.jobs}["0.3"]
+    assert job.metrics["ct2_int8_latency_ms_b1"] == pytest.approx(5.0) and job.metrics["ct2_int8_mb"] == 0.6
+
+    rate = lambda names: [n.split(",")[0].split("=")[1] for n in names]  # noqa: E731
+    assert rate(rep.fronts["bleu_vs_ct2_latency"]) == ["0.7", "0.5", "0.9"]  # by ms/sentence, smallest first
+    assert rate(rep.fronts["bleu_vs_ct2_size"]) == ["0.3", "0.5", "0.9"]
+    for png in ("bleu_vs_ct2_latency.png", "bleu_vs_ct2_size.png"):
+        assert (sweep / "report" / png).read_bytes()[:8] == PNG
+    rows = {r["pruning.compression_rate"]: r for r in csv.DictReader(io.StringIO(rep.csv_text))}
+    assert rows["0.7"]["pareto_ct2_latency"] == "True" and rows["0.7"]["pareto_ct2_size"] == "False"
+    assert "![bleu_vs_ct2_size](bleu_vs_ct2_size.png)" in rep.markdown
+
+
+def test_exports_speed_becomes_latency_and_without_it_the_plots_say_how_to_get_it(fake_sweep):
+    m = canonicalize({"ct2_int8_sent_per_s_b1": 200.0, "ct2_int8_sent_per_s_b64": 2000.0, "ct2_int8_mb": 3.0,
+                      "pet_sent_per_s_b1": 50.0})
+    assert m["ct2_int8_latency_ms_b1"] == pytest.approx(5.0) and m["ct2_int8_latency_ms_b64"] == pytest.approx(0.5)
+    assert m["latency_ms_b1"] == pytest.approx(20.0) and m["ct2_int8_mb"] == 3.0
+
+    rep = make_report(sweep_dir=fake_sweep, options=ReportOptions())
+    assert "bleu_vs_ct2_latency" not in rep.fronts and "pareto_ct2_size" not in rep.columns
+    note = next(n for n in rep.notes if n.startswith("bleu_vs_ct2_latency.png not drawn"))
+    assert "report.measure=true" in note and 'pip install -e ".[serve]"' in note
+
+
+def sweep_of_checkpoints(tmp_path) -> Path:
+    """Two completed prune jobs with BLEU and a real checkpoint each, but no size or speed."""
+    from pet.checkpoint import save_checkpoint
+    from tests.conftest import small_model
+
+    sweep = tmp_path / "sweeps" / "prune"
+    for num, (rate, ffn) in enumerate((("0.5", 64), ("0.3", 16))):
+        model = small_model(50, 50, dropout=0.0, encoder_ffn_dim=ffn, decoder_ffn_dim=ffn)
+        ckpt = tmp_path / f"model{num}.pt"
+        save_checkpoint({"spec": model.spec.to_dict(), "model": model.state_dict(),
+                         "src_dict": [f"w{i}" for i in range(50)], "tgt_dict": [f"w{i}" for i in range(50)]}, ckpt)
+        write_job(sweep, num, rate, {"stage": "prune", "metric_name": "bleu", "metric": 30.0 - num,
+                                     "checkpoint": str(ckpt), "run_id": None, "metrics": {"bleu_after": 30.0 - num}})
+    return sweep
+
+
+def test_measure_times_checkpoints_in_ctranslate2_too(tmp_path):
+    pytest.importorskip("ctranslate2")
+    sweep = sweep_of_checkpoints(tmp_path)
+    rep = make_report(sweep_dir=sweep, options=ReportOptions(measure=True, latency_repeats=1, latency_length=6,
+                                                             beam=2, threads=1))
+    for j in rep.jobs:
+        assert {"parameters", "latency_ms_b1", "ct2_int8_latency_ms_b1", "ct2_int8_mb"} <= set(j.measured)
+        assert j.metrics["ct2_int8_latency_ms_b1"] > 0
+    small, big = sorted(rep.jobs, key=lambda j: j.metrics["parameters"])
+    assert small.metrics["ct2_int8_mb"] < big.metrics["ct2_int8_mb"]
+    assert {"ct2_int8_latency_ms_b1", "ct2_int8_mb", "pareto_ct2_latency", "pareto_ct2_size"} <= set(rep.columns)
+    assert (sweep / "report" / "bleu_vs_ct2_size.png").is_file()
+    assert any("CTranslate2 int8 on the CPU" in n for n in rep.notes)
+
+
+def test_measure_without_ctranslate2_times_pet_and_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` now raises ImportError
+    sweep = sweep_of_checkpoints(tmp_path)
+    rep = make_report(sweep_dir=sweep, options=ReportOptions(measure=True, latency_repeats=1, latency_length=6,
+                                                             beam=2, threads=1))
+    assert all("latency_ms_b1" in j.metrics and "ct2_int8_mb" not in j.metrics for j in rep.jobs)
+    assert any(n.startswith("2 checkpoint(s) not timed in CTranslate2") and "[serve]" in n for n in rep.notes)

@@ -284,6 +284,11 @@ class PruningConfig:
     latency_length: int = 25
     latency_repeats: int = 3
     latency_threads: int = 0  # 0 = the job's torch threads
+    # Also export both models to CTranslate2 (float32, int8) and time them
+    # there beside pet's eager loop, in the same interleaved rounds, with the
+    # folders' sizes on disk; null = on when report_latency is and ctranslate2
+    # is installed (pip install -e ".[serve]"); true without it fails.
+    report_engines: Optional[bool] = None
 
 
 @dataclass
@@ -329,7 +334,8 @@ class ReportConfig:
     metric: str = "bleu"
     maximize: Optional[bool] = None  # null: lower is better for *loss*/*ppl*/latency names
     # Metric columns; empty = bleu, parameters, flops_per_tgt_token,
-    # latency_ms_b*, then every other numeric metric the jobs report
+    # latency_ms_b*, ct2_<quantization>_latency_ms_b*, ct2_<quantization>_mb,
+    # then every other numeric metric the jobs report
     columns: list[str] = field(default_factory=list)
     params_key: str = "parameters"
     latency_key: Optional[str] = None  # null: latency_ms_b1, else the smallest batch present
@@ -337,7 +343,8 @@ class ReportConfig:
     output_dir: Optional[str] = None
     log_to_mlflow: bool = True  # attach the files to the sweep's parent run
     # Time each completed job's checkpoint where its result has no latency,
-    # FLOPs or size (beam generation.beam, threads trainer.num_threads)
+    # FLOPs or size (beam generation.beam, threads trainer.num_threads), and
+    # in CTranslate2 int8 (ms/sentence, size on disk) where ctranslate2 is installed
     measure: bool = False
     latency_batch_sizes: list[int] = field(default_factory=lambda: [1])
     latency_length: int = 25
@@ -407,6 +414,17 @@ class ExportConfig:
     check_sentences: int = 100
     check_split: str = "valid"
     min_identical: float = 0.99
+    # Time the exported folder and pet's eager loop on the same model,
+    # interleaved: speed_length source tokens decoded for exactly speed_length
+    # steps, beam generation.beam, trainer.num_threads threads, median of
+    # speed_repeats rounds at each of speed_batch_sizes.
+    measure_speed: bool = True
+    speed_batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    speed_length: int = 25
+    speed_repeats: int = 3
+    # Without ctranslate2 installed: skip the export with a log line saying how
+    # to install it (no result.json, so a later run exports), instead of failing.
+    optional: bool = False
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pet.errors import ConfigError
 from pet.pruning.importance import CRITERIA
@@ -92,6 +92,8 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "average.best": (0, None, True, True),
     "export.check_sentences": (0, None, True, True),
     "export.min_identical": (0.0, 1.0, True, True),
+    "export.speed_length": (1, None, True, True),
+    "export.speed_repeats": (1, None, True, True),
 }
 
 
@@ -146,5 +148,14 @@ def validate(cfg: DictConfig) -> None:
             f"pruning.period_updates={cfg.pruning.period_updates} counts updates, but shrink.unit=epoch shrinks "
             "once per epoch; use shrink.unit=step, or pruning.pruning_period (epochs) with pruning.period_updates=0"
         )
+    if "pruning" in cfg and cfg.pruning.report_engines and not cfg.pruning.report_latency:
+        raise ConfigError(
+            "pruning.report_engines=true times the engines, but pruning.report_latency=false turns timing off; "
+            "set pruning.report_latency=true, or pruning.report_engines=false"
+        )
+    for key in ("pruning.latency_batch_sizes", "export.speed_batch_sizes", "report.latency_batch_sizes"):
+        sizes = OmegaConf.select(cfg, key)
+        if sizes is not None and (not sizes or any(bs < 1 for bs in sizes)):
+            raise ConfigError(f"{key}={list(sizes)} must list batch sizes >= 1")
     if cfg.tracking.backend == "mlflow" and not cfg.tracking.uri:
         raise ConfigError("tracking.uri is empty; set it (e.g. sqlite:///outputs/mlflow.db) or use tracking=none")

@@ -15,6 +15,14 @@ report puts three numbers side by side for each batch size:
 
 Both use source length = target length = ``length`` so the FLOPs describe
 exactly the work that is timed.
+
+With ``pruning.report_engines`` (:func:`engines_enabled`) both models are also
+exported to CTranslate2 (float32 and int8) and timed there, in the same
+interleaved rounds as pet's eager loop (:func:`pet.export.speed.compare_engines`):
+a pruned model's worth is its speed in the engine it ships in, where pet's
+per-step overheads are gone. The report then shows each engine's sentences/s
+before and after, its measured speedup and that speedup's share of the
+FLOP-ideal one, and the folders' sizes on disk.
 """
 
 from __future__ import annotations
@@ -22,16 +30,23 @@ from __future__ import annotations
 import logging
 import statistics
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from pet.analysis.flops import count_flops
+from pet.analysis.latency import make_batches, measure_latency, synthetic_sentences
+from pet.checkpoint import atomic_write_text, model_from_checkpoint
+from pet.export.ctranslate2 import require_ctranslate2
+from pet.export.speed import ENGINES, INSTALL_HINT, SPEEDUP_ABOVE_IDEAL, compare_engines, ct2_available, engine_table
+from pet.generation.translate import translate_dataset
+from pet.models.spec import TransformerSpec
+from pet.models.transformer import TransformerModel
 
-# A measured speedup this far above the FLOP-ideal one means the timings did different work.
-SPEEDUP_ABOVE_IDEAL = 1.1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,8 +71,6 @@ def measure(
     """Parameters, FLOPs of translating one ``length``-token sentence into
     ``length`` tokens with beam ``beam``, and BLEU if ``bleu_fn`` is given.
     Latency is :func:`paired_latency` (measured for several models at once)."""
-    from pet.analysis.flops import count_flops
-
     model.eval()
     flops = count_flops(model, src_len=length, tgt_len=length, beam=beam)
     m = Measurement(
@@ -90,8 +103,6 @@ def paired_latency(
     makes a change in machine load hit all models alike, so their ratio (the
     speedup) stays meaningful on a shared machine.
     """
-    from pet.analysis.latency import make_batches, measure_latency, synthetic_sentences
-
     vocab = min(m.spec.encoder.vocab_size for m in models)
     out: list[dict[int, float]] = [{} for _ in models]
     for bs in batch_sizes:
@@ -111,8 +122,6 @@ def paired_latency(
 
 def bleu_function(dataset: Any, src_dict: Any, tgt_dict: Any, gen_cfg: Any, device: torch.device, max_sentences: int) -> Callable[[nn.Module], tuple[float, int]]:
     """``model -> (tokenized BLEU, sentences)`` on the first ``max_sentences`` of ``dataset`` (0 = all)."""
-    from pet.generation.translate import translate_dataset
-
     cfg = SimpleNamespace(**{k: gen_cfg[k] for k in gen_cfg})
     cfg.max_examples = max_sentences
     cfg.sacrebleu = False
@@ -169,7 +178,20 @@ def format_report(title: str, rows: dict[str, Any], rate: Optional[dict[str, Any
         f"{rows['flops_per_tgt_token_before'] / 1e6:.2f} M -> {rows['flops_per_tgt_token_after'] / 1e6:.2f} M; "
         f"FLOP-ideal speedup x{rows['flop_ideal_speedup']:.2f}"
     )
-    for key in sorted(k for k in rows if k.startswith("measured_speedup_b")):
+    engines = [k for k in rows if k.endswith("_before") and "_sent_per_s_b" in k]
+    if engines:
+        lines.append(
+            f"speed in sentences/s (beam {beam}, exactly {length} steps, {rows.get('engines_threads', '?')} threads; "
+            f"pet on {rows.get('engines_pet_device', 'cpu')}, CTranslate2 on the CPU; "
+            f"of ideal = measured / FLOP-ideal speedup):"
+        )
+        lines += ["  " + line for line in engine_table(rows, rows["flop_ideal_speedup"])]
+        if any(rows[k] > SPEEDUP_ABOVE_IDEAL for k in rows if "_speedup_vs_ideal_b" in k or k.startswith("speedup_vs_ideal_b")):
+            lines.append(
+                "  warning (!): faster than FLOP-ideal: timing noise from a loaded machine, or the two timings did not "
+                "do the same work; trust only timings on an idle machine"
+            )
+    for key in sorted(k for k in rows if k.startswith("measured_speedup_b") and not engines):
         bs = key[len("measured_speedup_b"):]
         lines.append(
             f"latency batch {bs:>3} (beam {beam}, exactly {length} steps): {rows[f'ms_per_sentence_b{bs}_before']:.2f} -> "
@@ -212,6 +234,47 @@ def measure_pair(cfg: Any, before: nn.Module, after: nn.Module, bleu_fn: Optiona
     return b, a
 
 
+def engines_enabled(cfg: Any) -> bool:
+    """Whether the report times CTranslate2 too (``pruning.report_engines``;
+    null: when ``pruning.report_latency`` is on and ctranslate2 is installed).
+    Asked for explicitly without ctranslate2, it fails here, before any work."""
+    p = cfg.pruning
+    if not p.report_latency:
+        return False
+    if p.report_engines is None:
+        if ct2_available():
+            return True
+        log.info("the prune report times pet's eager loop only; for CTranslate2 float32/int8 speed beside it: %s",
+                 INSTALL_HINT)
+        return False
+    if p.report_engines and not ct2_available():
+        require_ctranslate2()
+    return bool(p.report_engines)
+
+
+def report_rows(cfg: Any, before: nn.Module, after: nn.Module, bleu_fn: Optional[Callable] = None,
+                engines: bool = False) -> dict[str, Any]:
+    """:func:`compare` of the two models; with ``engines``, their speed in
+    pet's eager loop and in CTranslate2 float32/int8, timed in the same
+    interleaved rounds (pet's ms/sentence then come from those rounds), with
+    each engine's speedup as a share of the FLOP-ideal one and sizes on disk."""
+    if not (engines and cfg.pruning.report_latency):
+        return compare(*measure_pair(cfg, before, after, bleu_fn))
+    kwargs = measurement_kwargs(cfg)
+    kwargs["threads"] = kwargs["threads"] or torch.get_num_threads()  # the engine's 0 would mean all cores
+    b = measure(before, beam=kwargs["beam"], length=kwargs["length"], bleu_fn=bleu_fn)
+    a = measure(after, beam=kwargs["beam"], length=kwargs["length"], bleu_fn=bleu_fn)
+    speed = compare_engines(before.eval(), after.eval(), engines=ENGINES, **kwargs)
+    for m, side in ((b, "before"), (a, "after")):
+        m.ms_per_sentence = {int(bs): 1000.0 / speed[f"pet_sent_per_s_b{bs}_{side}"] for bs in kwargs["batch_sizes"]}
+    rows = {**compare(b, a), **speed, "engines_threads": kwargs["threads"],
+            "engines_pet_device": str(next(after.parameters()).device)}
+    for engine in ENGINES:
+        for bs in kwargs["batch_sizes"]:
+            rows[f"{engine}_speedup_vs_ideal_b{bs}"] = speed[f"{engine}_speedup_b{bs}"] / rows["flop_ideal_speedup"]
+    return rows
+
+
 def finetune_report(cfg: Any, data: Any, init_ckpt: dict[str, Any], finetuned: nn.Module, device: Any, tracker: Any = None, run_dir: Any = None) -> dict[str, Any]:
     """The report of a finetune run on a pruned model (empty if it was never pruned).
 
@@ -220,12 +283,6 @@ def finetune_report(cfg: Any, data: Any, init_ckpt: dict[str, Any], finetuned: n
     shape with random weights costs exactly what the real one costs (decoding
     runs a fixed number of steps). BLEU is the finetune input's vs the result's.
     """
-    from pathlib import Path
-
-    from pet.checkpoint import atomic_write_text, model_from_checkpoint
-    from pet.models.spec import TransformerSpec
-    from pet.models.transformer import TransformerModel
-
     history = init_ckpt.get("pruning_history") or []
     if not history:
         return {}

@@ -20,9 +20,22 @@ with a plain ``ctranslate2.Translator(folder)``; ``pet_layout.json`` (how the
 model was laid out, and pet's decoding settings); the text pipeline's files
 (``pet_text.json``, ``bpe.codes``: raw text in, text out, for
 ``pet stage=translate translate.backend=ctranslate2 init_from=<folder>``);
-and ``export.json`` (what was exported, the check's results, sizes on disk),
-also written to the run folder. A folder is only replaced once its
+and ``export.json`` (what was exported, the check's results, sizes on disk,
+speed), also written to the run folder. A folder is only replaced once its
 replacement passed the check.
+
+With ``export.measure_speed`` (the default) the exported folder, loaded as
+stored, and pet's eager loop on the same model are timed in interleaved rounds
+(:func:`pet.export.speed.export_speed`: ``export.speed_length`` source tokens
+decoded for exactly that many steps, beam ``generation.beam``,
+``trainer.num_threads`` threads, at each of ``export.speed_batch_sizes``); the
+stage prints ``CTranslate2 <quantization>: X sent/s at batch 1, Y at batch 64
+(pet eager: ...)`` and records the numbers (``ct2_<quantization>_sent_per_s_b<bs>``,
+``pet_sent_per_s_b<bs>``, ``ct2_<quantization>_speedup_vs_pet_b<bs>``).
+
+``export.optional=true`` (the demo's last step) turns a missing ctranslate2
+into a skip: one log line saying how to install it, a result without a metric,
+and no ``result.json``, so that a pipeline run after installing it exports.
 """
 
 from __future__ import annotations
@@ -39,6 +52,11 @@ from omegaconf import DictConfig
 
 from pet.checkpoint import atomic_write_text, model_from_checkpoint
 from pet.errors import CheckpointError, DataError
+from pet.export.check import check_exactness, compare_with_pet
+from pet.export.ctranslate2 import convert, folder_bytes, require_ctranslate2
+from pet.export.speed import INSTALL_HINT, ct2_available, export_speed, speed_line
+from pet.export.translator import CT2Translator
+from pet.generation.text_pipeline import TextPipeline
 from pet.stages.common import StageResult, finish_stage, setup_stage
 from pet.stages.lifecycle import tracked_run
 
@@ -54,8 +72,6 @@ def _check_sources(data: Any, split: str, n: int) -> list[list[int]]:
 
 def _text_pipeline(ckpt: dict[str, Any], cfg: DictConfig, folder: Path) -> Optional[str]:
     """Save the checkpoint's text pipeline into ``folder``; None, or why it could not."""
-    from pet.generation.text_pipeline import TextPipeline
-
     try:
         TextPipeline.from_checkpoint(ckpt, data_root=str(cfg.paths.data_root), where=str(cfg.init_from)).save(folder)
     except (CheckpointError, DataError) as e:
@@ -63,12 +79,20 @@ def _text_pipeline(ckpt: dict[str, Any], cfg: DictConfig, folder: Path) -> Optio
     return None
 
 
-def run(cfg: DictConfig) -> StageResult:
-    from pet.export.check import check_exactness, compare_with_pet
-    from pet.export.ctranslate2 import convert, folder_bytes, require_ctranslate2
-    from pet.export.translator import CT2Translator
+def _skipped(cfg: DictConfig) -> StageResult:
+    """The result of an optional export where ctranslate2 is missing. It
+    writes no result.json: the export is not done, and a pipeline re-run after
+    installing the engine must not skip it as finished."""
+    why = f"ctranslate2 is not installed; to export and time the model in CTranslate2: {INSTALL_HINT}"
+    log.warning("stage=export skipped (export.optional=true): %s", why)
+    return StageResult(stage="export", metric_name="share_identical", metric=None,
+                       metrics={"skipped": why})
 
+
+def run(cfg: DictConfig) -> StageResult:
     e = cfg.export
+    if e.optional and not ct2_available():
+        return _skipped(cfg)
     require_ctranslate2()
     setup = setup_stage(cfg, data=e.check_sentences > 0, checkpoint=True, missing_checkpoint=(
         "stage=export needs init_from=<checkpoint .pt> (e.g. a run's checkpoint_best.pt)"))
@@ -125,6 +149,13 @@ def run(cfg: DictConfig) -> StageResult:
             if staging.exists():
                 shutil.rmtree(staging)
 
+        metrics[f"ct2_{quantization}_mb"] = folder_bytes(out) / 2**20  # the engine's files alone
+        if e.measure_speed:
+            speed = export_speed(model, out, quantization, threads=threads, batch_sizes=list(e.speed_batch_sizes),
+                                 length=int(e.speed_length), beam=decoding["beam"], repeats=int(e.speed_repeats))
+            metrics.update(speed, speed_threads=threads, speed_length=int(e.speed_length),
+                           speed_beam=decoding["beam"], speed_repeats=int(e.speed_repeats))
+            print(speed_line(speed, quantization), flush=True)
         missing = _text_pipeline(ckpt, cfg, out)
         if missing:
             log.warning("the export holds no text pipeline, so it translates subword tokens only, not raw text: %s",

@@ -22,8 +22,10 @@ Recipe (steps 1-4 in :mod:`pet.stages.prune_steps`, each one module of :mod:`pet
    carrying ``pruning_history`` (one entry per prune run of the chain);
 5. the report: requested vs achieved compression rate, parameters, FLOPs,
    latency at batch 1 and 64, FLOP-ideal vs measured speedup, BLEU before and
-   after; printed, logged to MLflow, written to ``prune_report.{txt,json}``
-   and ``result.json``.
+   after; with ``pruning.report_engines`` (on by default where ctranslate2 is
+   installed) the same speed in CTranslate2 float32 and int8 beside pet's
+   eager loop, and the exported folders' sizes; printed, logged to MLflow,
+   written to ``prune_report.{txt,json}`` and ``result.json``.
 
 Re-running the same command resumes the training from ``checkpoint_last.pt``
 (gated model, optimizer, shrink counter, selection); a finished run is a no-op.
@@ -42,7 +44,7 @@ from omegaconf import DictConfig
 
 from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint
 from pet.errors import CheckpointError, ConfigError
-from pet.pruning.report import bleu_function, compare, format_report, measure_pair, pruned_shape, shape_lines
+from pet.pruning.report import bleu_function, engines_enabled, format_report, pruned_shape, report_rows, shape_lines
 from pet.runtime import is_main_process
 from pet.stages.common import StageResult, finish_stage, read_result, run_dir, setup_stage
 from pet.stages.lifecycle import tracked_run
@@ -53,15 +55,14 @@ log = logging.getLogger(__name__)
 MISSING = "stage=prune needs init_from=<checkpoint to prune> (a trained plain or pruned model)"
 
 
-def _report(cfg: DictConfig, data: Any, base, small, device: torch.device) -> dict[str, Any]:
+def _report(cfg: DictConfig, data: Any, base, small, device: torch.device, engines: bool) -> dict[str, Any]:
     p = cfg.pruning
     bleu_fn = None
     if p.report_bleu:
         bleu_fn = bleu_function(
             data.split(cfg.generation.split), data.src_dict, data.tgt_dict, cfg.generation, device, p.bleu_sentences
         )
-    before, after = measure_pair(cfg, base.to(device), small.to(device), bleu_fn)
-    return compare(before, after)
+    return report_rows(cfg, base.to(device), small.to(device), bleu_fn, engines=engines)
 
 
 def run(cfg: DictConfig) -> StageResult:
@@ -118,6 +119,7 @@ def _run_iteration(cfg: DictConfig) -> StageResult:
         return done
     setup = setup_stage(cfg, checkpoint=True)
     data, device, init = setup.data, setup.device, setup.checkpoint
+    engines = engines_enabled(cfg)  # before the pruning: a missing engine fails now, not after it
     base = model_from_checkpoint(init).to(device).eval()
     if base.spec.gated:
         raise CheckpointError(
@@ -144,7 +146,7 @@ def _run_iteration(cfg: DictConfig) -> StageResult:
         if not is_main_process():  # distributed job: rank 0 measures and reports
             return StageResult(stage="prune", metric_name="achieved_rate", metric=entry["achieved_rate"],
                                checkpoint=str(rd / PRUNED))
-        rows = _report(cfg, data, base, small, device)
+        rows = _report(cfg, data, base, small, device, engines)
         rate = {
             "requested_rate": entry["requested_rate"],
             "achieved_rate": entry["achieved_rate"],

@@ -4,8 +4,9 @@
     pet stage=report report.parent_run_id=<id> tracking.uri=http://127.0.0.1:5000
     pet stage=report report.sweep_dir=... report.measure=true   # time checkpoints without latency
 
-Writes ``report.md``, ``report.csv``, ``bleu_vs_params.png`` and
-``bleu_vs_latency.png`` (``<sweep dir>/report/`` by default) and attaches them to
+Writes ``report.md``, ``report.csv`` and the plots (``bleu_vs_params.png``,
+``bleu_vs_latency.png``, ``bleu_vs_ct2_latency.png``, ``bleu_vs_ct2_size.png``,
+each where some job reports its cost) (``<sweep dir>/report/`` by default) and attaches them to
 the sweep's MLflow parent run (recorded in ``<sweep dir>/mlflow_parent.json``, or
 ``report.parent_run_id``). See :mod:`pet.sweep.report`.
 """

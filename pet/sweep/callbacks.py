@@ -101,9 +101,10 @@ class SweepCallback(Callback):
         report_path = None
         if self.report_on_end:
             try:
-                # deferred: the report loads torch (via pet.checkpoint), which the submitting
-                # process does not otherwise need
-                from pet.sweep.report import ReportOptions, make_report
+                from pet.sweep.report import (  # noqa: PLC0415 - loads torch (via pet.checkpoint), which the submitting process does not otherwise need
+                    ReportOptions,
+                    make_report,
+                )
 
                 opts = ReportOptions.from_config(self._report_cfg or {})
                 opts.log_to_mlflow = False  # logged below, after the status is known
@@ -122,7 +123,7 @@ class SweepCallback(Callback):
             return
         try:
             if report_path is not None:
-                from pet.sweep.publish import log_report_files  # deferred like the report above
+                from pet.sweep.publish import log_report_files  # noqa: PLC0415 - loads torch, like the report above
 
                 log_report_files(self._info["tracking_uri"], self._info["run_id"], report_path)
             finish_sweep_parent(self._info, completed=completed, local_failures=failed_dirs)

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from pet.checkpoint import atomic_write_bytes
 from pet.sweep.collect import COMPLETED, Job
-from pet.sweep.metrics import LATENCY_PREFIX, latency_batch, lower_is_better
+from pet.sweep.metrics import (
+    CT2_LATENCY_RE,
+    CT2_SIZE_KEY,
+    LATENCY_PREFIX,
+    latency_batch,
+    lower_is_better,
+    quantization_rank,
+)
 from pet.sweep.pareto import pareto_front
 
 if TYPE_CHECKING:
@@ -53,10 +60,30 @@ def choose_latency(jobs: Sequence[Job], opts: "ReportOptions") -> Optional[str]:
     return f"{LATENCY_PREFIX}1" if f"{LATENCY_PREFIX}1" in keys else min(keys, key=latency_batch)
 
 
+def choose_ct2_latency(jobs: Sequence[Job], opts: "ReportOptions") -> Optional[str]:
+    """CTranslate2's ms/sentence: int8 before other quantizations, batch 1 before larger batches."""
+    keys = {k for j in jobs for k in j.metrics if CT2_LATENCY_RE.match(k)}
+    return min(keys, key=lambda k: (quantization_rank(CT2_LATENCY_RE.match(k).group(1)),
+                                    int(CT2_LATENCY_RE.match(k).group(2))), default=None)
+
+
+def choose_ct2_size(jobs: Sequence[Job], opts: "ReportOptions") -> Optional[str]:
+    """CTranslate2's folder size in MB: int8 before other quantizations."""
+    keys = {k for j in jobs for k in j.metrics if CT2_SIZE_KEY.match(k)}
+    return min(keys, key=lambda k: quantization_rank(CT2_SIZE_KEY.match(k).group(1)), default=None)
+
+
+CT2_HINT = (" (stage=prune and stage=export report it where ctranslate2 is installed; report.measure=true times "
+            "each job's checkpoint in CTranslate2 int8; install it with: pip install -e \".[serve]\")")
+
 PLOTS: tuple[PlotSpec, ...] = (
     PlotSpec("bleu_vs_params", x=lambda jobs, opts: opts.params_key, what="size"),
     PlotSpec("bleu_vs_latency", x=choose_latency, what="latency", x_pattern=f"{LATENCY_PREFIX}*",
              hint=" (set report.measure=true to time each job's checkpoint)"),
+    PlotSpec("bleu_vs_ct2_latency", x=choose_ct2_latency, what="CTranslate2 latency",
+             x_pattern="ct2_int8_latency_ms_b1", hint=CT2_HINT),
+    PlotSpec("bleu_vs_ct2_size", x=choose_ct2_size, what="CTranslate2 size on disk", x_pattern="ct2_int8_mb",
+             hint=CT2_HINT),
 )
 
 
@@ -69,11 +96,10 @@ def _label(job: Job, keys: Sequence[str]) -> str:
 def plot(jobs: Sequence[Job], x: str, y: str, maximize: bool, path: Path, title: str, label_keys: Sequence[str]) -> list[str]:
     """Scatter of completed jobs with both values; the Pareto front highlighted.
     Returns the names of the jobs on the front."""
-    # deferred: matplotlib is heavy and only needed when a plot is drawn
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - heavy; only needed when a plot is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after matplotlib.use("Agg"), so no display is needed
 
     pts = [(j, float(j.metrics[x]), float(j.metrics[y])) for j in jobs
            if j.status == COMPLETED and x in j.metrics and y in j.metrics]

@@ -1,8 +1,8 @@
 """The report's table, as Markdown and CSV, and the report.md around it.
 
 Columns: the overrides that vary across the sweep, then the metrics (by
-default BLEU, parameters, FLOPs per target token and latencies when present,
-then every other numeric metric; stage-specific names whose canonical name is
+default BLEU, parameters, FLOPs per target token, latencies, CTranslate2
+latencies and sizes on disk when present, then every other numeric metric; stage-specific names whose canonical name is
 present are left out), then the status and one column per Pareto front. The
 CSV also has the job's name, run id, folder, checkpoint and error.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from pet.sweep.collect import FAILED, Job
-from pet.sweep.metrics import LATENCY_PREFIX, PREFERRED, alias_sources, latency_batch
+from pet.sweep.metrics import LATENCY_PREFIX, PREFERRED, alias_sources, ct2_columns, latency_batch
 
 
 @dataclass
@@ -42,7 +42,7 @@ def metric_columns(jobs: Sequence[Job], requested: Sequence[str] = ()) -> list[s
         present += [k for k in j.metrics if k not in present]
     skip = alias_sources(present)
     lat = sorted((k for k in present if k.startswith(LATENCY_PREFIX)), key=latency_batch)
-    lead = [k for k in PREFERRED if k in present] + lat
+    lead = [k for k in PREFERRED if k in present] + lat + ct2_columns(present)
     rest = sorted(k for k in present if k not in lead and k not in skip)
     return lead + rest
 

@@ -12,13 +12,16 @@ Output, in ``<sweep dir>/report/`` unless told otherwise:
   FLOPs per target token and latencies when present, then every other numeric
   metric), then the status;
 * one PNG per plot of :data:`pet.sweep.plots.PLOTS` (``bleu_vs_params.png``,
-  ``bleu_vs_latency.png``): the metric against size and against measured
-  latency; the Pareto front (no other job has a better metric at no larger
-  size/latency) is highlighted and connected.
+  ``bleu_vs_latency.png``, ``bleu_vs_ct2_latency.png``, ``bleu_vs_ct2_size.png``):
+  the metric against size, against measured latency in pet's eager loop, and
+  against CTranslate2's latency (int8 at batch 1 where reported) and size on
+  disk; the Pareto front (no other job has a better metric at no larger cost)
+  is highlighted and connected.
 
 Jobs that measured no latency can be measured here (``report.measure=true``,
 :mod:`pet.sweep.retime`: each checkpoint is loaded and timed with the same beam
-search at a fixed output length, so every job does identical work). The files
+search at a fixed output length, so every job does identical work; in
+CTranslate2 int8 too where ctranslate2 is installed). The files
 are attached to the sweep's MLflow parent run (:mod:`pet.sweep.publish`).
 """
 

@@ -61,9 +61,9 @@ def parse_sweep(overrides: list[str]) -> tuple[Optional[list[list[str]]], dict[s
     """(the jobs Hydra's basic sweeper makes of these overrides, the swept keys
     -> their sweep expression); (None, {}) for syntax only another sweeper knows."""
     try:
-        # private Hydra API, imported here so that a Hydra without it only costs this information
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        # private Hydra API: a Hydra without it only costs this information
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: PLC0415 - private Hydra API
+        from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: PLC0415 - private Hydra API
 
         parsed = OverridesParser.create().parse_overrides(list(overrides))
         swept = {o.get_key_element(): split_override(o.input_line)[1] for o in parsed if o.is_sweep_override()}
