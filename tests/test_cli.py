@@ -74,9 +74,10 @@ def test_demo_pipeline_end_to_end_with_mlflow(tmp_path):
         assert export.data.metrics["share_identical"] >= 0.99
         assert export.data.metrics["ct2_int8_sent_per_s_b1"] > 0 and export.data.metrics["pet_sent_per_s_b64"] > 0
         assert "CTranslate2 int8: " in r.stdout and " at batch 64 (pet eager: " in r.stdout
-        # each prune step's report timed the engines too
+        # the second prune step's report timed the engines too (the first skips it to keep the demo short)
         prune_metrics = [p.data.metrics for p in runs if p.data.tags.get("stage") == "prune"]
-        assert all(m["ct2_int8_speedup_vs_ideal_b1"] > 0 and "ct2_float32_mb_after" in m for m in prune_metrics)
+        timed = [m for m in prune_metrics if "ct2_float32_mb_after" in m]
+        assert len(prune_metrics) == 2 and len(timed) == 1 and timed[0]["ct2_int8_speedup_vs_ideal_b1"] > 0
         assert "CTranslate2 float32" in r.stdout
     else:
         assert 'stage=export skipped' in r.stdout + r.stderr and '[serve]' in r.stdout + r.stderr
