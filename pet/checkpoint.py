@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from pet.errors import CheckpointError, brief
+from pet.models.spec import TransformerSpec
+from pet.models.transformer import TransformerModel
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "spec", "model", "src_dict", "tgt_dict")
@@ -49,7 +51,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     if "text_pipeline" not in state:
         # The corpus' tokenizer settings and BPE merge table, so that the
         # checkpoint alone translates raw text (pet.generation.text_pipeline).
-        from pet.generation.text_pipeline import checkpoint_text_state
+        from pet.generation.text_pipeline import checkpoint_text_state  # noqa: PLC0415 - cycle: text_pipeline imports this module
 
         text = checkpoint_text_state(state.get("config"))
         if text is not None:
@@ -83,9 +85,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def model_from_checkpoint(state: dict[str, Any]):
     """Rebuild the exact model a checkpoint was saved from."""
-    from pet.models.spec import TransformerSpec
-    from pet.models.transformer import TransformerModel
-
     spec = TransformerSpec.from_dict(state["spec"])
     model = TransformerModel(spec)
     try:

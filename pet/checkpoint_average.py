@@ -24,6 +24,7 @@ import torch
 
 from pet.checkpoint import load_checkpoint
 from pet.errors import CheckpointError, ConfigError
+from pet.training.checkpoints import best_checkpoints, epoch_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +107,8 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ selection
-def _checkpoint_helpers():
-    # The run folder's checkpoint names are the training package's business.
-    from pet.training.checkpoints import best_checkpoints, epoch_checkpoints
-
-    return epoch_checkpoints, best_checkpoints
-
-
 def last_epoch_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
     """The ``n`` newest ``checkpoint<epoch>.pt`` of ``run_dir``, newest first."""
-    epoch_checkpoints, _ = _checkpoint_helpers()
     found = epoch_checkpoints(Path(run_dir))
     if len(found) < n:
         have = ", ".join(p.name for p, _ in found) or "none"
@@ -129,7 +122,6 @@ def last_epoch_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
 def best_n_checkpoints(run_dir: str | Path, n: int, metric: Optional[str] = None) -> list[Path]:
     """The ``n`` best ``checkpoint.best_<metric>_<value>.pt`` of ``run_dir``,
     best first. ``metric`` None: the kind the folder holds (loss or bleu)."""
-    _, best_checkpoints = _checkpoint_helpers()
     run_dir = Path(run_dir)
     if metric is None:
         kinds = [m for m in ("loss", "bleu") if best_checkpoints(run_dir, m)]

@@ -32,9 +32,9 @@ log = logging.getLogger("pet")
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> Optional[float]:
-    from pet.config.validate import validate
-    from pet.runtime import init_distributed, setup_logging
-    from pet.stages import run_stage
+    from pet.config.validate import validate  # noqa: PLC0415 - imports torch; `pet --help` and config errors stay fast
+    from pet.runtime import init_distributed, setup_logging  # noqa: PLC0415 - imports torch; `pet --help` and config errors stay fast
+    from pet.stages import run_stage  # noqa: PLC0415 - imports torch; `pet --help` and config errors stay fast
 
     setup_logging()
     try:

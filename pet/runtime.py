@@ -8,6 +8,7 @@ import random
 import sys
 
 import torch
+import torch.distributed as dist
 
 from pet.errors import ConfigError
 
@@ -74,12 +75,10 @@ def init_distributed() -> tuple[int, int]:
     Returns (rank, world size); (0, 1) for an ordinary single-process job.
     NCCL on GPUs, gloo on CPU (which is also how the suite tests DDP).
     """
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        from submitit.helpers import TorchDistributedEnvironment
+        from submitit.helpers import TorchDistributedEnvironment  # noqa: PLC0415 - importing submitit reconfigures logging; only its jobs need it
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -97,8 +96,6 @@ def init_distributed() -> tuple[int, int]:
 
 
 def process_rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from pet.data.fileio import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 MAX_PARAM_LEN = 6000
@@ -61,7 +63,7 @@ class NullTracker:
 
 class MlflowTracker(NullTracker):
     def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None):
-        import mlflow  # heavy import, only when tracking is on
+        import mlflow  # noqa: PLC0415 - heavy; runs with tracking=none never import it
 
         self._mlflow = mlflow
         self.uri = absolute_uri(uri)
@@ -161,7 +163,7 @@ PARENT_FILE = "mlflow_parent.json"
 
 def mlflow_client(uri: str) -> Any:
     """An MLflow client of the store at ``uri`` (it leaves the process's active run alone)."""
-    import mlflow  # deferred: heavy, and only needed when tracking is on
+    import mlflow  # noqa: PLC0415 - heavy; runs with tracking=none never import it
 
     return mlflow.MlflowClient(tracking_uri=uri)
 
@@ -180,10 +182,8 @@ def read_parent(folder: str | Path) -> Optional[dict[str, Any]]:
 
 
 def write_parent(folder: str | Path, info: Mapping[str, Any]) -> Path:
-    # deferred: pet.checkpoint imports torch, which tracking itself does not need
-    from pet.checkpoint import atomic_write_text
-
     path = Path(folder) / PARENT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(dict(info), indent=2, sort_keys=True) + "\n")
     return path
 

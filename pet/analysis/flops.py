@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pet.analysis.params import format_count
+
 try:  # private helpers; the fallback formulas below are the same.
     from torch.utils.flop_counter import sdpa_backward_flop_count as _sdpa_bwd_count
     from torch.utils.flop_counter import sdpa_flop_count as _sdpa_count
@@ -316,8 +318,6 @@ def count_flops(
 
 def format_flops(report: FlopsReport) -> str:
     """Plain-text FLOPs report: totals and per-region breakdown per token."""
-    from pet.analysis.params import format_count
-
     r = report
     search = "greedy decoding (beam 1)" if r.beam == 1 else f"beam {r.beam}, all hypotheses counted"
     lines = [

@@ -31,6 +31,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from pet.generation.beam_search import BeamSearch
+
 PAD, EOS, UNK = 1, 2, 3
 FIRST_REAL_TOKEN = 4
 
@@ -140,8 +142,6 @@ def make_translator(
     forbidden before step L-1, forced at it): exactly L decoder steps, outputs
     of L-1 tokens + </s>.
     """
-    from pet.generation.beam_search import BeamSearch
-
     if fixed_length is not None:
         if fixed_length < 1:
             raise ValueError(f"fixed_length must be >= 1, got {fixed_length}")

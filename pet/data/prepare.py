@@ -60,6 +60,11 @@ from pet.data.prepared import META_FORMAT, SPLITS, is_complete, read_meta
 from pet.data.text import MosesPipeline, clean_pairs, lowercase
 from pet.errors import DataError
 
+try:
+    import fcntl
+except ImportError:  # non-POSIX: _folder_lock then locks nothing
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 # The demo corpus has only a few hundred word types per language, mostly
@@ -83,9 +88,7 @@ def _config_name(cfg: DataConfig) -> str | None:
 @contextlib.contextmanager
 def _folder_lock(out_dir: Path) -> Iterator[None]:
     """Serialise prepares of one folder across processes (POSIX advisory lock)."""
-    try:
-        import fcntl
-    except ImportError:  # non-POSIX: no lock, atomic renames still protect files
+    if fcntl is None:  # non-POSIX: no lock, atomic renames still protect files
         yield
         return
     with open(out_dir / ".prepare.lock", "a") as lock:  # "a": never truncates or touches it

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from pet.export.ctranslate2 import ExportError, ct2_vocabulary
 from pet.export.translator import CT2Translator
+from pet.generation.beam_search import BeamSearch
 
 PAD, EOS = 1, 2
 
@@ -106,8 +107,6 @@ def compare_with_pet(
     keep_differences: int = 5,
 ) -> ExactnessReport:
     """pet's beam search vs the engine's on ``sources`` (id sequences, </s> optional)."""
-    from pet.generation.beam_search import BeamSearch
-
     device = next(model.parameters()).device
     srcs = _pet_sources(sources, model.spec.max_positions)
     src_vocab, tgt_vocab = ct2_vocabulary(src_symbols), ct2_vocabulary(tgt_symbols)

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from pet.errors import PetError, brief
+from pet.pruning.removal import RemovalError, remove_pruned
 
 # The weight types pet exports (those the engine computes with on CPU). They
 # are applied when the folder is written: int8 stores the projection and
@@ -66,7 +67,7 @@ class ExportError(PetError):
 
 def require_ctranslate2():
     try:
-        import ctranslate2
+        import ctranslate2  # noqa: PLC0415 - optional dependency ctranslate2
     except ImportError as e:
         raise ExportError(
             "exporting to CTranslate2 needs the ctranslate2 package; install it with pip install -e '.[serve]'"
@@ -184,8 +185,6 @@ def plain_model(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` without connectivity parameters (a sliced copy if it has them)."""
     if not model.spec.gated:
         return model
-    from pet.pruning.removal import RemovalError, remove_pruned
-
     try:
         return remove_pruned(model)
     except RemovalError as e:

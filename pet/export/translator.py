@@ -57,6 +57,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from pet.analysis.latency import LatencyResult
 from pet.export.ctranslate2 import LAYOUT_FILE, ExportError, require_ctranslate2
 
 EOS = "</s>"
@@ -254,8 +255,6 @@ def measure_ct2_latency(
     Returns a :class:`pet.analysis.latency.LatencyResult` (median of
     ``repeats`` timed passes after ``warmup`` untimed ones).
     """
-    from pet.analysis.latency import LatencyResult
-
     if batch_size < 1 or length < 1 or repeats < 1:
         raise ValueError("batch_size, length and repeats must be >= 1")
     n = num_sentences or (8 if batch_size == 1 else batch_size)

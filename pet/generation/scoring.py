@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 from sacrebleu.metrics import BLEU, CHRF
+from sacremoses import MosesDetokenizer
 
 
 @dataclass
@@ -78,8 +79,6 @@ def tokenized_bleu(
 
 @lru_cache(maxsize=8)
 def _detokenizer(lang: str):
-    from sacremoses import MosesDetokenizer
-
     return MosesDetokenizer(lang=lang)
 
 

@@ -47,8 +47,14 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
+from subword_nmt.apply_bpe import BPE
 
+from pet.checkpoint import load_checkpoint
+from pet.data.dictionary import Dictionary
+from pet.data.fileio import atomic_write_text
+from pet.data.text import MosesPipeline
 from pet.errors import CheckpointError, DataError
+from pet.generation.scoring import detokenize, remove_bpe
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +89,10 @@ class TextPipeline:
     # ------------------------------------------------------------ text steps
     @functools.cached_property
     def _bpe(self):
-        from subword_nmt.apply_bpe import BPE
-
         return BPE(io.StringIO(self.bpe_codes, newline="\n"), separator=self.bpe_separator)
 
     @functools.cached_property
     def _moses(self):
-        from pet.data.text import MosesPipeline
-
         return MosesPipeline(self.src_lang, escape=self.moses_escape, lowercase=self.lowercase)
 
     def tokenize(self, line: str) -> str:
@@ -111,15 +113,11 @@ class TextPipeline:
 
     def decode(self, tokens: Sequence[str] | str) -> str:
         """Target BPE tokens (a list or one space-separated string) -> readable text."""
-        from pet.generation.scoring import detokenize, remove_bpe
-
         text = tokens if isinstance(tokens, str) else " ".join(tokens)
         return detokenize(remove_bpe(text, self.bpe_separator + " "), self.tgt_lang)
 
     def decode_ids(self, ids: torch.Tensor | Sequence[int]) -> str:
         """Target ids -> readable text, as evaluate writes ``hyp.detok.txt`` (needs ``tgt_dict``)."""
-        from pet.generation.scoring import detokenize
-
         if self.tgt_dict is None:
             raise ValueError("this TextPipeline has no target dictionary; use with_dictionaries(...)")
         return detokenize(self.tgt_dict.string(ids, bpe_symbol=self.bpe_separator + " "), self.tgt_lang)
@@ -175,8 +173,6 @@ class TextPipeline:
 
     def save(self, folder: str | os.PathLike[str]) -> list[Path]:
         """Write ``pet_text.json`` and ``bpe.codes`` into ``folder``; returns their paths."""
-        from pet.data.fileio import atomic_write_text
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         settings = {**self.settings(), "bpe_codes_file": CODES_FILE}
@@ -255,11 +251,7 @@ class TextPipeline:
         ``<data_root>/<data.name>`` (``data_root``: this machine's
         ``paths.data_root``) or in the data folder recorded at training time.
         """
-        from pet.data.dictionary import Dictionary
-
         if not isinstance(ckpt, Mapping):
-            from pet.checkpoint import load_checkpoint
-
             where = where or str(ckpt)
             ckpt = load_checkpoint(ckpt)
         where = where or "the checkpoint"

@@ -21,6 +21,7 @@ from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkp
 from pet.data.prepare import prepare_data
 from pet.data.prepared import PreparedData, load_prepared
 from pet.errors import CheckpointError, ConfigError
+from pet.pruning.origin import load_origin, origin_checkpoint
 from pet.runtime import configure_threads, select_device
 from pet.tracking import NullTracker
 
@@ -72,9 +73,6 @@ def origin_teacher(init_from: str, history: list[dict[str, Any]], data: Any, alt
     """The unpruned model a pruning chain started from, checked against ``data``:
     the KD teacher of later pruning steps and of finetuning with KD.
     ``alternative`` is the setting the error suggests when the file is gone."""
-    # deferred: the pruning package is only needed by stages that prune
-    from pet.pruning.origin import load_origin, origin_checkpoint
-
     path = origin_checkpoint(init_from, history)
     ckpt = load_origin(path, alternative)
     check_same_vocab(ckpt, data, path)

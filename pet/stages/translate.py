@@ -42,11 +42,17 @@ from typing import IO, Any, Optional, Sequence
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm import tqdm
 
+from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.data.corpus import decode_utf8
-from pet.data.fileio import split_lines
+from pet.data.fileio import atomic_write_lines, split_lines
 from pet.errors import ConfigError, DataError
+from pet.export.translator import CT2Translator
+from pet.generation.beam_search import BeamSearch
 from pet.generation.text_pipeline import TextPipeline
+from pet.generation.translate import length_sorted_batches
+from pet.runtime import configure_threads, select_device
 from pet.stages.common import StageResult, finish_stage
 from pet.stages.lifecycle import tracked_run
 
@@ -112,8 +118,6 @@ class PetBackend:
     """A pet checkpoint (plain, pruned or PET) with beam search on ``device``."""
 
     def __init__(self, ckpt: dict[str, Any], where: str, device: torch.device, data_root: Optional[str] = None):
-        from pet.checkpoint import model_from_checkpoint
-
         self.pipeline = TextPipeline.from_checkpoint(ckpt, data_root=data_root, where=where)
         self.pipeline.encode("")  # builds the tokenizer and BPE now, not inside the timed decoding
         self.model = model_from_checkpoint(ckpt).to(device).eval()
@@ -121,9 +125,6 @@ class PetBackend:
 
     def translate(self, lines: Sequence[str], gen: Any, lenpen: float, nbest: int, stats: TranslateStats,
                   bar: Any = None) -> list[Hypotheses]:
-        from pet.generation.beam_search import BeamSearch
-        from pet.generation.translate import length_sorted_batches
-
         p, model = self.pipeline, self.model
         src_dict = p.src_dict
         pad, eos = src_dict.pad, src_dict.eos
@@ -157,9 +158,9 @@ class PetBackend:
 
 
 def _ct2_translator_class() -> Any:
-    # deferred: the export package (and ctranslate2 behind it) is optional
-    from pet.export.translator import CT2Translator
-
+    # The engine CT2Backend drives (a seam: tests put a fake engine here).
+    # CT2Translator imports ctranslate2 only when it is built, so this stage
+    # imports without the optional package.
     return CT2Translator
 
 
@@ -176,8 +177,6 @@ class CT2Backend:
 
     def translate(self, lines: Sequence[str], gen: Any, lenpen: float, nbest: int, stats: TranslateStats,
                   bar: Any = None) -> list[Hypotheses]:
-        from pet.generation.translate import length_sorted_batches
-
         p = self.pipeline
         tokens = {i: p.encode(line) for i, line in enumerate(lines) if line.strip()}
         sizes = np.zeros(len(lines), dtype=np.int64)
@@ -206,16 +205,10 @@ def _progress_bar(cfg: DictConfig, total: int) -> Any:
     mode = cfg.trainer.progress_bar
     if not (mode == "tqdm" or (mode == "auto" and sys.stderr.isatty())):
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc="translate", unit="sent", file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def run(cfg: DictConfig) -> StageResult:
-    from pet.checkpoint import load_checkpoint
-    from pet.data.fileio import atomic_write_lines
-    from pet.runtime import configure_threads, select_device
-
     t, gen = cfg.translate, cfg.generation
     stdout = _claim_stdout() if t.output is None else None
     if not cfg.init_from:

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from pet.checkpoint import load_checkpoint
 from pet.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,6 @@ def best_on_disk(run_dir: Path, metric: str) -> Optional[float]:
     path = Path(run_dir) / "checkpoint_best.pt"
     if not path.is_file():
         return None
-    from pet.checkpoint import load_checkpoint
-
     try:
         trainer = load_checkpoint(path).get("trainer") or {}
     except CheckpointError as e:

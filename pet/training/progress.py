@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from tqdm import tqdm
+
 from pet.training.state import Budget
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,6 @@ def progress_bar(mode: str, show: bool, total: int, initial: int, epoch: int) ->
     use_bar = show and (mode == "tqdm" or (mode == "auto" and sys.stderr.isatty()))
     if not use_bar:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from pet.checkpoint import save_checkpoint
 from pet.data.batch import Batch
+from pet.data.batching import TokenBatchSampler
 from pet.errors import CheckpointError
 from pet.runtime import rng_state, set_rng_state
 from pet.training.checkpoints import best_on_disk, better, keep_epoch_checkpoints
@@ -106,8 +107,6 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             if self.amp_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
-        from pet.data.batching import TokenBatchSampler
-
         self.train_sampler = TokenBatchSampler(
             train_data.src_sizes, train_data.tgt_sizes, max_tokens=self.tcfg.max_tokens,
             max_sentences=self.tcfg.max_sentences, seed=self.tcfg.seed, batch_size_multiple=self.tcfg.batch_size_multiple,

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from pet.generation.translate import translate_dataset
 from pet.training.criterion import LN2, LabelSmoothedCrossEntropy
 from pet.training.state import TrainState
 
@@ -46,8 +47,6 @@ def validation_bleu(model: nn.Module, dataset: Any, src_dict: Any, tgt_dict: Any
     """Beam-search BLEU of ``model`` on ``dataset`` with generation config
     ``gen`` (``gen.max_examples`` caps the sentences, since decoding costs far
     more than the loss); leaves the model in training mode."""
-    from pet.generation.translate import translate_dataset
-
     result = translate_dataset(model, dataset, src_dict, tgt_dict, gen, device, tgt_lang=None)
     model.train()
     return result.bleu
