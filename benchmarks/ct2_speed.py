@@ -32,6 +32,8 @@ from pathlib import Path
 import torch
 from srp_speed_scaling import pruned_pair  # benchmarks/ is on sys.path when run as a script
 
+from pet.export.speed import interleaved_rounds
+
 ENGINE_LABELS = {"pet": "pet eager", "ct2_float32": "CT2 float32", "ct2_int8": "CT2 int8"}
 
 
@@ -40,31 +42,6 @@ def load() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
         return []
-
-
-def interleaved_rounds(systems, batch_size: int, *, length: int, beam: int, repeats: int, threads: int,
-                       seed: int, vocab: int | None = None) -> list[list[float]]:
-    """Sentences/s of every system in every round at ``batch_size`` (the
-    procedure of :func:`pet.export.speed.engine_latency`, keeping each round).
-    ``vocab``: the source vocabulary pet's synthetic sentences are drawn from
-    (default: the smallest of the pet systems')."""
-    from pet.analysis.latency import make_batches, measure_latency, synthetic_sentences
-    from pet.export.translator import measure_ct2_latency
-
-    n = 8 if batch_size == 1 else batch_size
-    vocab = vocab or min(s.model.spec.encoder.vocab_size for s in systems if s.model is not None)
-    batches = make_batches(synthetic_sentences(n, length, vocab, seed=seed), batch_size)
-    rounds: list[list[float]] = [[] for _ in systems]
-    for r in range(repeats):
-        for i, s in enumerate(systems):
-            if s.model is not None:
-                res = measure_latency(s.model, batches, beam, fixed_length=length, warmup=1 if r == 0 else 0,
-                                      repeats=1, num_threads=threads)
-            else:
-                res = measure_ct2_latency(s.translator, batch_size, length=length, beam=beam, num_sentences=n,
-                                          warmup=1 if r == 0 else 0, repeats=1, seed=seed)
-            rounds[i].append(res.sentences_per_second)
-    return rounds
 
 
 def measure_case(model_name: str, rate: float, args) -> dict:

@@ -86,28 +86,40 @@ def export_engines(model: nn.Module, name: str, folder: Path, threads: int,
     return systems
 
 
+def interleaved_rounds(systems: Sequence[System], batch_size: int, *, length: int = 25, beam: int = 5,
+                       repeats: int = 3, threads: int = 2, seed: int = 0,
+                       vocab: Optional[int] = None) -> list[list[float]]:
+    """Sentences per second of every system in every round at ``batch_size``:
+    each round times each system once on the same work (8 sentences at batch
+    1, one full batch otherwise; one untimed pass each first). ``vocab``: the
+    source vocabulary pet's synthetic sentences are drawn from (default: the
+    smallest of the pet systems')."""
+    n = 8 if batch_size == 1 else batch_size
+    vocab = vocab or min((s.model.spec.encoder.vocab_size for s in systems if s.model is not None), default=100)
+    batches = make_batches(synthetic_sentences(n, length, vocab, seed=seed), batch_size)
+    rounds: list[list[float]] = [[] for _ in systems]
+    for r in range(repeats):
+        for i, s in enumerate(systems):
+            if s.model is not None:
+                res = measure_latency(s.model, batches, beam, fixed_length=length, warmup=1 if r == 0 else 0,
+                                      repeats=1, num_threads=threads)
+            else:
+                res = measure_ct2_latency(s.translator, batch_size, length=length, beam=beam, num_sentences=n,
+                                          warmup=1 if r == 0 else 0, repeats=1, seed=seed)
+            rounds[i].append(res.sentences_per_second)
+    return rounds
+
+
 def engine_latency(systems: Sequence[System], *, batch_sizes: Sequence[int] = (1, 64), length: int = 25,
                    beam: int = 5, repeats: int = 3, threads: int = 2, seed: int = 0) -> list[dict[int, float]]:
-    """Sentences per second of each system at each batch size (median over
-    ``repeats`` interleaved rounds; 8 sentences at batch 1, one full batch
-    otherwise; one untimed pass each first)."""
-    vocab = min((s.model.spec.encoder.vocab_size for s in systems if s.model is not None), default=100)
+    """Sentences per second of each system at each batch size: the median of
+    :func:`interleaved_rounds`."""
     out: list[dict[int, float]] = [{} for _ in systems]
     for bs in batch_sizes:
-        n = 8 if bs == 1 else bs
-        batches = make_batches(synthetic_sentences(n, length, vocab, seed=seed), bs)
-        times: list[list[float]] = [[] for _ in systems]
-        for r in range(repeats):
-            for i, s in enumerate(systems):
-                if s.model is not None:
-                    res = measure_latency(s.model, batches, beam, fixed_length=length, warmup=1 if r == 0 else 0,
-                                          repeats=1, num_threads=threads)
-                else:
-                    res = measure_ct2_latency(s.translator, bs, length=length, beam=beam, num_sentences=n,
-                                              warmup=1 if r == 0 else 0, repeats=1, seed=seed)
-                times[i].append(res.sentences_per_second)
+        rounds = interleaved_rounds(systems, bs, length=length, beam=beam, repeats=repeats, threads=threads,
+                                    seed=seed)
         for i in range(len(systems)):
-            out[i][int(bs)] = statistics.median(times[i])
+            out[i][int(bs)] = statistics.median(rounds[i])
     return out
 
 
