@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from ct2_speed import interleaved_rounds, load  # benchmarks/ is on sys.path when run as a script
+from ct2_speed import load  # benchmarks/ is on sys.path when run as a script
 from srp_speed_scaling import pruned_pair
 from stage_runner import compose
 
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/ct2_speed_floor.json")
     args = ap.parse_args()
 
-    from pet.export.speed import export_engines
+    from pet.export.speed import export_engines, interleaved_rounds
     from pet.pruning.report import measure
 
     torch.set_num_threads(args.threads)
