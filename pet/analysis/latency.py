@@ -78,6 +78,15 @@ class LatencyResult:
 # ---------------------------------------------------------------- inputs
 
 
+def load_average() -> Optional[float]:
+    """The 1-minute load average (None where the platform has none), recorded
+    with every timing: a load above the free cores makes it untrustworthy."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def synthetic_sentences(
     num_sentences: int, src_len: int, vocab_size: int, seed: int = 0, eos: int = EOS, length_jitter: int = 0
 ) -> list[Tensor]:
@@ -194,10 +203,7 @@ def measure_latency(
     translate = translate_fn or make_translator(
         model, beam, fixed_length, max_len_a, max_len_b, lenpen, eos, pad, unk
     )
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = None
+    load = load_average()
     old_threads = torch.get_num_threads()
     if num_threads:
         torch.set_num_threads(num_threads)

@@ -50,14 +50,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from pet.analysis.latency import LatencyResult
+from pet.analysis.latency import LatencyResult, load_average
 from pet.export.ctranslate2 import LAYOUT_FILE, ExportError, require_ctranslate2
 
 EOS = "</s>"
@@ -266,10 +265,7 @@ def measure_ct2_latency(
         beam_size=beam, patience=1, num_hypotheses=1, max_input_length=0,
         min_decoding_length=length, max_decoding_length=length,
     )
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = None
+    load = load_average()
     for _ in range(warmup):
         for b in batches:
             translator.translator.translate_batch(b, **options)
