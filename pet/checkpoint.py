@@ -10,37 +10,18 @@ to translate raw text with it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pet.data.fileio import atomic_write_with
 from pet.errors import CheckpointError, brief
 from pet.models.spec import TransformerSpec
 from pet.models.transformer import TransformerModel
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "spec", "model", "src_dict", "tgt_dict")
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write via ``write(tmp_path)`` then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -56,7 +37,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         text = checkpoint_text_state(state.get("config"))
         if text is not None:
             state["text_pipeline"] = text
-    atomic_write_bytes(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -17,7 +17,7 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 PathLike = str | os.PathLike[str]
 
@@ -30,6 +30,7 @@ def _tmp_name(path: Path) -> Path:
 def atomic_open(path: PathLike, binary: bool = False) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
         if binary:
@@ -56,6 +57,20 @@ def atomic_write_lines(path: PathLike, lines: Iterable[str]) -> None:
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def atomic_write_with(path: PathLike, write: Callable[[Path], Any]) -> None:
+    """``write(tmp_path)`` (torch.save, a figure's savefig ...), then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def split_lines(text: str) -> list[str]:

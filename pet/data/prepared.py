@@ -35,9 +35,14 @@ def read_meta(out_dir: Path) -> dict[str, Any] | None:
     return meta
 
 
+def missing_files(out_dir: Path, meta: Mapping[str, Any]) -> list[str]:
+    """The files ``meta`` lists that ``out_dir`` lacks."""
+    return [name for name in meta.get("files", []) if not (out_dir / name).is_file()]
+
+
 def is_complete(out_dir: Path, meta: Mapping[str, Any]) -> bool:
     """Whether every file ``meta`` lists is in ``out_dir``."""
-    return all((out_dir / name).is_file() for name in meta.get("files", []))
+    return not missing_files(out_dir, meta)
 
 
 class _LazySplits(Mapping[str, LanguagePairDataset]):
@@ -121,7 +126,7 @@ def load_prepared(out_dir: str | Path) -> PreparedData:
         raise DataError(
             f"{out_dir} holds no prepared data (no meta.json); run `pet stage=prepare data=...` first"
         )
-    missing = [name for name in meta.get("files", []) if not (out_dir / name).is_file()]
+    missing = missing_files(out_dir, meta)
     if missing:
         raise DataError(
             f"{out_dir} is incomplete (missing {', '.join(missing[:3])}); run `pet stage=prepare data=...` again"

@@ -39,7 +39,8 @@ from torch import nn
 
 from pet.analysis.flops import count_flops
 from pet.analysis.latency import make_batches, measure_latency, synthetic_sentences
-from pet.checkpoint import atomic_write_text, model_from_checkpoint
+from pet.checkpoint import model_from_checkpoint
+from pet.data.fileio import atomic_write_text
 from pet.export.ctranslate2 import require_ctranslate2
 from pet.export.speed import ENGINES, INSTALL_HINT, SPEEDUP_ABOVE_IDEAL, compare_engines, ct2_available, engine_table
 from pet.generation.translate import translate_dataset

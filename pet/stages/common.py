@@ -17,7 +17,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint
+from pet.checkpoint import load_checkpoint, model_from_checkpoint
+from pet.data.fileio import atomic_write_text
 from pet.data.prepare import prepare_data
 from pet.data.prepared import PreparedData, load_prepared
 from pet.errors import CheckpointError, ConfigError

@@ -50,7 +50,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
-from pet.checkpoint import atomic_write_text, model_from_checkpoint
+from pet.checkpoint import model_from_checkpoint
+from pet.data.fileio import atomic_write_text
 from pet.errors import CheckpointError, DataError
 from pet.export.check import check_exactness, compare_with_pet
 from pet.export.ctranslate2 import convert, folder_bytes, require_ctranslate2

@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from pet.checkpoint import atomic_write_text
+from pet.data.fileio import atomic_write_text
 from pet.errors import ConfigError
 from pet.runtime import is_main_process
 from pet.stages.common import StageResult, resolved_config, run_dir

@@ -42,7 +42,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
-from pet.checkpoint import atomic_write_text, load_checkpoint, model_from_checkpoint
+from pet.checkpoint import load_checkpoint, model_from_checkpoint
+from pet.data.fileio import atomic_write_text
 from pet.errors import CheckpointError, ConfigError
 from pet.pruning.report import bleu_function, engines_enabled, format_report, pruned_shape, report_rows, shape_lines
 from pet.runtime import is_main_process

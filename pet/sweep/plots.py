@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from pet.checkpoint import atomic_write_bytes
+from pet.data.fileio import atomic_write_with
 from pet.sweep.collect import COMPLETED, Job
 from pet.sweep.metrics import (
     CT2_LATENCY_RE,
@@ -133,7 +133,7 @@ def plot(jobs: Sequence[Job], x: str, y: str, maximize: bool, path: Path, title:
         fig.savefig(tmp, format="png")
 
     try:
-        atomic_write_bytes(path, save)
+        atomic_write_with(path, save)
     finally:
         plt.close(fig)
     return [pts[i][0].name for i in front_idx]

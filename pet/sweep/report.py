@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from pet.checkpoint import atomic_write_text
+from pet.data.fileio import atomic_write_text
 from pet.errors import ConfigError
 from pet.sweep.collect import Job, collect_from_mlflow, collect_from_sweep_dir, merge_mlflow_children
 from pet.sweep.metrics import lower_is_better
 from pet.sweep.plots import PLOTS, draw_plots
 from pet.sweep.publish import log_report_files
 from pet.sweep.render import make_table, report_markdown, varying_overrides
-from pet.sweep.retime import measure_jobs
 from pet.tracking import read_parent
 
 log = logging.getLogger(__name__)
@@ -142,6 +141,8 @@ def make_report(
 
     notes: list[str] = []
     if opts.measure:
+        from pet.sweep.retime import measure_jobs  # noqa: PLC0415 - torch loads only when timing is asked for
+
         notes += measure_jobs(jobs, opts)
     y, maximize, y_notes = choose_y(jobs, opts)
     notes += y_notes

@@ -51,10 +51,6 @@ class TrainHook:
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class StopTraining(Exception):
-    """Raised by a hook (or a signal handler) to stop after a checkpoint."""
-
-
 class Trainer:
     def __init__(
         self,
