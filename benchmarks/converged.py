@@ -19,6 +19,8 @@ is finished:
 teachers      transformer_small de->en (SRP) and en->de (PET) until the validation
               loss stops improving (patience), last epochs kept for averaging;
               pet_tiny_teacher_small en->de the same way (PET's KD teacher)
+average       each transformer_small teacher's last 5 epoch checkpoints and its 5
+              best ones averaged (stage=average), scored like the teacher
 srp           from the de->en teacher, at rates 0.5 and 0.25, seeds 1 and 2:
               two_stage (width for P epochs, then q/k, v/o, FFN for P epochs),
               single_stage, oneshot (same selection as single_stage, c = 0 at
@@ -73,6 +75,9 @@ TEACHER = [
 TINY_TEACHER = [o if o != "model=transformer_small" else "model=pet_tiny_teacher_small" for o in TEACHER]
 DIRECTIONS = {"de_en": "iwslt14_shared", "en_de": "iwslt14_shared_en_de"}
 
+# Checkpoint averaging of each teacher (fairseq's average_checkpoints): selection -> option.
+AVERAGES = {"last5": "average.last_epochs=5", "best5": "average.best=5"}
+
 # SRP: P epochs of pruning per stage (single-stage methods get 2P), then at
 # most F epochs of finetuning with early stopping; KD from the unpruned teacher
 # (pruning.kd_alpha 0.5, T 2), constant LR at the teacher's final rate.
@@ -126,6 +131,15 @@ class Bench:
         data = DIRECTIONS[direction]
         r = self.stage(f"teacher_{direction}", [f"data={data}", *TEACHER])
         self.evaluate(f"teacher_{direction}", data, r["checkpoint"])
+
+    def average(self, direction: str) -> None:
+        """The teacher's last and best AVERAGED checkpoints, each scored on the test set."""
+        teacher = f"teacher_{direction}"
+        for selection, option in AVERAGES.items():
+            name = f"average/{teacher}_{selection}"
+            self.stage(name, [f"data={DIRECTIONS[direction]}", "stage=average", option,
+                              f"init_from={self.out / teacher}", f"average.output={self.out / name / 'checkpoint_avg.pt'}"])
+            self.evaluate(name, DIRECTIONS[direction], str(self.out / name / "checkpoint_avg.pt"))
 
     def tiny_teacher(self) -> None:
         r = self.stage("tiny_teacher_en_de", [f"data={DIRECTIONS['en_de']}", *TINY_TEACHER])
@@ -199,6 +213,9 @@ class Bench:
         out = [Task("teacher_de_en", lambda: self.teacher("de_en")),
                Task("teacher_en_de", lambda: self.teacher("en_de")),
                Task("tiny_teacher_en_de", self.tiny_teacher)]
+        if not self.args.smoke:  # a smoke teacher stops within its first epoch: no epoch checkpoints to average
+            out += [Task(f"average teacher_{d}", lambda d=d: self.average(d), [self.result(f"teacher_{d}")])
+                    for d in DIRECTIONS]
         for seed in SEEDS:
             for rate in RATES:
                 for method in SRP_METHODS:
