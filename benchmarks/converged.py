@@ -264,7 +264,7 @@ class Bench:
             curve = epoch_curve(self.out / name)
             if curve:
                 best = min(curve, key=lambda c: c["valid_loss"])
-                print(f"{name}: {len(curve)} epochs, {curve[-1]['updates']} updates, last valid loss "
+                print(f"{name}: {curve[-1]['epoch']} epochs, {curve[-1]['updates']} updates, last valid loss "
                       f"{curve[-1]['valid_loss']:.4f}, best {best['valid_loss']:.4f} (epoch {best['epoch']})")
 
 

@@ -82,7 +82,7 @@ def teacher_rows(out: Path, epoch_curve, cache: dict[str, float]) -> list[dict[s
                 continue
             row = {"model": label, **_row([res] if res else [], cache)}
             if label == name:
-                row.update(epochs=len(curve), updates=curve[-1]["updates"] if curve else 0,
+                row.update(epochs=curve[-1]["epoch"] if curve else 0, updates=curve[-1]["updates"] if curve else 0,
                            best_valid_loss=best["valid_loss"] if best else None, best_epoch=best["epoch"] if best else None,
                            curve=[(c["epoch"], round(c["valid_loss"], 4)) for c in curve])
             rows.append(row)
