@@ -3,7 +3,7 @@
 # a user shipping a pruned int8 model asks ("what does int8 cost on top of pruning?").
 #
 #   TEACHER=<trained transformer_small de->en checkpoint> WORK=/tmp/int8bleu \
-#   OUTPUT_ROOT=<pet paths.output_root holding data/iwslt14_shared> SHARED=../shared \
+#   OUTPUT_ROOT=<pet paths.output_root holding data/iwslt14_shared> SHARED=<folder with data/iwslt14> \
 #       nice bash benchmarks/ct2_int8_bleu_pruned.sh
 #
 # Chain (one `python -m pet` process per stage, 1 thread, seed 1; a stage whose
@@ -13,11 +13,13 @@
 #   (pet, CTranslate2 float32, int8, int8 weights computed in float32, on the
 #   test set: all of it, or the first SENTENCES).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 : "${TEACHER:?set TEACHER= to a trained de->en checkpoint}"
 : "${WORK:?set WORK= to a folder for the runs}"
 : "${OUTPUT_ROOT:?set OUTPUT_ROOT= to a pet output root (its data/iwslt14_shared is used or prepared)}"
-SHARED="${SHARED:-../shared}"
+# Paths as given, relative to where the script was started; then run from the repository root.
+TEACHER=$(realpath -m "$TEACHER"); WORK=$(realpath -m "$WORK"); OUTPUT_ROOT=$(realpath -m "$OUTPUT_ROOT")
+SHARED=$(realpath -m "${SHARED:-$(dirname "$0")/../../shared}")
+cd "$(dirname "$0")/.."
 PERIOD="${PERIOD:-150}"
 FINETUNE="${FINETUNE:-400}"
 PY="${PYTHON:-python}"
