@@ -55,6 +55,7 @@ from converged_report import write_report  # benchmarks/ is on sys.path when run
 from stage_runner import REPO, run_pet_stage
 
 sys.path.insert(0, str(REPO))  # this worktree's pet, not the one pip installed
+from pet.data.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "pet-bench" / "converged"
 SEEDS = (1, 2)
@@ -292,7 +293,7 @@ def record_commit(out: Path, command: str) -> None:
     seen = json.loads(path.read_text()) if path.exists() else {}
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     seen.setdefault(command, []).append({"commit": commit, "started": stamp})
-    path.write_text(json.dumps(seen, indent=2))
+    atomic_write_text(path, json.dumps(seen, indent=2))
 
 
 def main() -> None:

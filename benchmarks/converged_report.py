@@ -240,9 +240,9 @@ def write_report(out: Path, epoch_curve, seeds, rates, srp_methods, pet_methods,
     speed = measure_speed(speed_groups(teachers, srp, pet), threads, repeats) if measure else []
     targets = checks(teachers, srp, pet, rates)
     text = markdown(teachers, srp, pet, speed, targets)
-    for name, content in (("report.md", text), ("report.json", json.dumps(
-            {"teachers": teachers, "srp": srp, "pet": pet, "speed": speed, "targets": targets}, indent=2))):
-        partial = out / f".{name}.tmp"
-        partial.write_text(content)
-        partial.replace(out / name)
+    from pet.data.fileio import atomic_write_text
+
+    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "report.json", json.dumps(
+        {"teachers": teachers, "srp": srp, "pet": pet, "speed": speed, "targets": targets}, indent=2))
     return text

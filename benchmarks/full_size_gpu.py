@@ -37,6 +37,9 @@ from typing import Any
 
 from stage_runner import REPO, run_pet_stage  # benchmarks/ is on sys.path when run as a script
 
+sys.path.insert(0, str(REPO))  # this checkout's pet, not the one pip installed
+from pet.data.fileio import atomic_write_text  # noqa: E402
+
 DEFAULT_OUT = Path.home() / ".cache" / "pet-bench" / "full_size_gpu"
 DATA = {"de_en": "data=iwslt14_shared", "en_de": "data=iwslt14_shared_en_de"}
 # fairseq's IWSLT regularisation; a larger batch and shorter warm-up than its
@@ -149,10 +152,7 @@ def main() -> None:
             sys.exit("--device cuda: no CUDA device visible (torch.cuda.is_available() is False); "
                      "use --smoke to check the chain on CPU")
     results = FullSize(args).run()
-    args.out.mkdir(parents=True, exist_ok=True)
-    partial = args.out / "results.json.tmp"
-    partial.write_text(json.dumps(results, indent=2))
-    partial.replace(args.out / "results.json")
+    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2))
     print(table(results))
 
 
