@@ -11,6 +11,13 @@ resumes from its checkpoint_last.pt):
         --shared /path/to/shared run >> ~/.cache/pet-bench/converged.log 2>&1 &
     python benchmarks/converged.py status          # what is done, what runs, teacher epoch curves
     python benchmarks/converged.py report          # the tables (measures latency: run it on an idle machine)
+    python benchmarks/converged.py stop            # running stages checkpoint at their next update and exit
+
+One driver runs per ``--out`` (it holds ``driver.lock``). ``stop`` (or SIGTERM /
+Ctrl-C to the driver) starts no further stage and has each running training
+stage write ``checkpoint_last.pt`` at its next update before it exits, so the
+next ``run`` loses nothing; killing the driver outright loses up to
+``trainer.save_interval_updates`` updates per running stage.
 
 ``run`` works through the tasks below, ``--jobs`` at a time (each stage one
 ``python -m pet`` process with 1 thread), a task starting once what it needs
@@ -40,8 +47,11 @@ data and ``commits.json`` (which commit ran which command).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -49,10 +59,10 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from converged_report import write_report  # benchmarks/ is on sys.path when run as a script
-from stage_runner import REPO, run_pet_stage
+from stage_runner import REPO, StageStopped, run_pet_stage, stop_running_stages, stopping
 
 sys.path.insert(0, str(REPO))  # this worktree's pet, not the one pip installed
 from pet.data.fileio import atomic_write_text  # noqa: E402
@@ -238,12 +248,15 @@ class Bench:
         lock = threading.Lock()
         with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
             while pending or running:
+                if stopping.is_set():
+                    pending = []
                 for task in [t for t in pending if t.ready()][: self.args.jobs - len(running)]:
                     pending.remove(task)
                     print(f"[task] start {task.name}", flush=True)
                     running[pool.submit(task.run)] = task
                 if not running:
-                    print(f"[task] nothing can start: {[t.name for t in pending]} wait for failed {failed}", flush=True)
+                    if pending:
+                        print(f"[task] nothing can start: {[t.name for t in pending]} wait for failed {failed}", flush=True)
                     break
                 done, _ = wait(running, timeout=60, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -251,14 +264,21 @@ class Bench:
                     try:
                         future.result()
                         print(f"[task] done  {task.name}", flush=True)
+                    except StageStopped as e:
+                        print(f"[task] stopped {task.name}: {e}", flush=True)
                     except SystemExit as e:  # run_pet_stage exits with the failing stage's log tail
                         with lock:
                             failed.append(task.name)
                         print(f"[task] FAILED {task.name}: {e}", flush=True)
-        print(f"[task] finished; failed: {failed or 'none'}", flush=True)
+        if stopping.is_set():
+            print("[task] stopped; `run` again resumes", flush=True)
+        else:
+            print(f"[task] finished; failed: {failed or 'none'}", flush=True)
 
     # ------------------------------------------------------------ status
     def status(self) -> None:
+        pid = driver_pid(self.out)
+        print(f"driver: {'pid ' + str(pid) if pid else 'not running'}")
         for task in self.tasks():
             print(f"{'ready' if task.ready() else 'waits':<6} {task.name}")
         for name in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"):
@@ -287,6 +307,49 @@ def epoch_curve(run_dir: Path) -> list[dict[str, float]]:
             for m in EPOCH_LINE.finditer(log.read_text(errors="replace"))]
 
 
+def driver_pid(out: Path) -> int | None:
+    """The pid of the driver that holds ``out``'s lock, or None when none runs."""
+    path = out / "driver.lock"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = f.read().strip()
+            return int(text) if text.isdigit() else -1
+        return None  # the lock was free: the file is a finished driver's
+
+
+def hold_driver_lock(out: Path) -> IO[str]:
+    """Refuse a second driver on the same state (two would train one run folder
+    at once). The lock lasts as long as the returned file stays open, i.e. as
+    long as this process lives, however it ends."""
+    f = open(out / "driver.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(f"a driver (pid {driver_pid(out)}) already runs on {out}; `converged.py stop` ends it, "
+                 "`status` shows progress")
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def stop_driver(out: Path, timeout: float) -> None:
+    pid = driver_pid(out)
+    if pid is None:
+        print(f"no driver runs on {out}")
+        return
+    os.kill(pid, signal.SIGTERM)
+    print(f"asked driver {pid} to stop; its stages checkpoint at their next update", flush=True)
+    deadline = time.monotonic() + timeout
+    while driver_pid(out) == pid and time.monotonic() < deadline:
+        time.sleep(2)
+    print("stopped" if driver_pid(out) != pid else f"still running after {timeout:.0f}s", flush=True)
+
+
 def record_commit(out: Path, command: str) -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     path = out / "commits.json"
@@ -298,7 +361,7 @@ def record_commit(out: Path, command: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "status", "report"])
+    ap.add_argument("command", choices=["run", "status", "report", "stop"])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared/ folder holding data/iwslt14")
     ap.add_argument("--jobs", type=int, default=2, help="1-thread stages run at once")
@@ -314,6 +377,9 @@ def main() -> None:
         sys.exit(f"IWSLT'14 data not found under {args.shared}/data/iwslt14; pass --shared <folder holding data/>")
     args.out.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
+    if args.command == "stop":
+        stop_driver(args.out, timeout=900)
+        return
     if args.command == "status":
         bench.status()
         return
@@ -322,8 +388,12 @@ def main() -> None:
                            args.repeats))
         print(f"written: {args.out / 'report.md'}, {args.out / 'report.json'}")
         return
+    lock = hold_driver_lock(args.out)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop_running_stages())
     record_commit(args.out, args.command)
-    bench.run_all()
+    with lock:
+        bench.run_all()
 
 
 if __name__ == "__main__":
