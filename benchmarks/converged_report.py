@@ -203,6 +203,10 @@ def markdown(teachers, srp, pet, speed, targets) -> str:
         lines.append(f"| {t['model']} | {t.get('epochs', '-')} | {t.get('updates', '-')} | {loss} | {_fmt(t['bleu'])} | "
                      f"{_fmt(t['sacrebleu'])} | {_num(t['parameters'], ',')} | "
                      f"{_num(t['flops_per_token'] and t['flops_per_token'] / 1e6, '.1f')} |")
+    curves = [t for t in teachers if t.get("curve")]
+    if curves:
+        lines += ["", "Validation loss by epoch (epoch: label-smoothed loss, base 2):", ""]
+        lines += [f"- {t['model']}: " + ", ".join(f"{e}: {loss:.2f}" for e, loss in t["curve"]) for t in curves]
     lines += ["", f"fairseq transformer_iwslt_de_en on the full 160k-pair de->en data: {FAIRSEQ_DE_EN} "
               "tokenized BLEU (a ceiling for transformer_small on the 26.9k-pair subset).", "",
               "## SRP de->en (test BLEU, mean ± half the spread over seeds)", "",
