@@ -128,6 +128,21 @@ def test_copy_model_scores_100_and_writes_fairseq_files(tmp_path):
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_sacrebleu_scores_the_detokenized_lines_once(tmp_path):
+    """Moses detokenization is not idempotent ("a &apos; dog" -> "a 'dog" -> "a'dog"):
+    sacreBLEU must score hyp.detok.txt as written, as the sacrebleu command would."""
+    words = [*WORDS, "&apos;"]
+    ids = {w: i for i, w in enumerate(words)}
+    corpus = [[ids[w] for w in line.split()] + [EOS] for line in ("a &apos; dog ran home .", "the big dog sat .")]
+    d = FakeDictionary(words)
+    raw = [detokenize(d.string(s[:-1], "@@ "), "en") for s in corpus]
+    assert raw[0] == "a 'dog ran home."
+    result = translate_dataset(CopyModel(len(words)), FakeDataset(corpus, corpus), d, d, gen_cfg(max_tokens=40), "cpu",
+                               out_path=tmp_path / "generate-test.txt", references=raw)
+    assert (tmp_path / "hyp.detok.txt").read_text().splitlines() == raw
+    assert result.sacrebleu == pytest.approx(100.0)
+
+
 def test_order_restored_and_independent_of_batching(tmp_path):
     src = random_corpus(17, seed=1)
     tgt = random_corpus(17, seed=2)

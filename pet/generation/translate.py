@@ -220,7 +220,9 @@ def translate_dataset(
         if len(references) != n_total:
             raise ValueError(f"{len(references)} raw references for a split of {n_total} sentences")
         raw_refs = [references[i] for i in ids]
-        sacre, chrf = sacrebleu_scores(detok_hyps, raw_refs, lang, lowercase, bpe_symbol=None)
+        # sacrebleu_scores detokenizes itself (once: Moses detokenization is not
+        # idempotent, "a 'b" -> "a'b"), so it scores exactly the lines of hyp.detok.txt.
+        sacre, chrf = sacrebleu_scores(hyps, raw_refs, lang, lowercase, bpe_symbol=None)
 
     result = TranslationResult(
         bleu=bleu.score if bleu else 0.0,
