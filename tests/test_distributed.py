@@ -4,6 +4,7 @@ collective the others never reach), across epoch ends, in pretrain and in prune.
 
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -53,11 +54,28 @@ def ddp_worker(rank, world, port, root, overrides):
         dist.destroy_process_group()
 
 
-def spawn_ddp(root, overrides, seconds=600):
-    """Two gloo ranks; a hang (ranks out of step in their collectives) fails the test instead of stalling it."""
-    import time
+class FastClock:
+    """``time`` with a perf_counter running 3x fast: a rank whose clock runs ahead."""
 
-    ctx = mp.spawn(ddp_worker, args=(2, free_port(), root, overrides), nprocs=2, join=False)
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def perf_counter():
+        return 3 * time.perf_counter()
+
+
+def ddp_worker_fast_clock_on_rank1(rank, world, port, root, overrides):
+    if rank == 1:
+        import pet.training.trainer
+
+        pet.training.trainer.time = FastClock()
+    ddp_worker(rank, world, port, root, overrides)
+
+
+def spawn_ddp(root, overrides, seconds=600, worker=ddp_worker):
+    """Two gloo ranks; a hang (ranks out of step in their collectives) fails the test instead of stalling it."""
+    ctx = mp.spawn(worker, args=(2, free_port(), root, overrides), nprocs=2, join=False)
     deadline = time.monotonic() + seconds
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:
@@ -95,3 +113,13 @@ def test_ddp_with_an_odd_batch_count_matches_one_process(demo_root, tmp_path):
     same_model(pa, pb)
     same_model(load_checkpoint(tmp_path / "prune_single" / "checkpoint_pruned.pt"),
                load_checkpoint(tmp_path / "prune_ddp" / "checkpoint_pruned.pt"))
+
+
+def test_ddp_ranks_stop_together_on_a_time_budget_though_their_clocks_differ(demo_root, tmp_path):
+    """trainer.max_time_minutes under DDP: every rank stops at rank 0's time, so a
+    rank whose clock runs ahead cannot leave the others waiting in a collective."""
+    train = ["stage=pretrain", "trainer.max_epoch=200", "trainer.max_time_minutes=0.05", "trainer.max_tokens=600",
+             f"paths.run_dir={tmp_path}/ddp"]
+    spawn_ddp(demo_root, train, seconds=120, worker=ddp_worker_fast_clock_on_rank1)
+    state = load_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")["trainer"]
+    assert state["finished"] and state["stop_reason"] == "max_time"

@@ -59,6 +59,33 @@ def test_resume_after_interruption_is_bit_identical(demo_root, tmp_path):
         assert torch.equal(a, b), f"{name} differs after resume"
 
 
+def test_resumed_at_its_update_budget_it_trains_no_further(demo_root, tmp_path):
+    """Killed during the final validation, after the periodic checkpoint at
+    max_update: the resumed run validates and finishes, without update max_update+1."""
+    common = [*TRAIN, "trainer.max_update=12", "trainer.save_interval_updates=12"]
+    ref = make_trainer(compose_cfg(demo_root, *common, f"paths.run_dir={tmp_path}/ref"))
+    ref.fit()
+    cfg = compose_cfg(demo_root, *common, f"paths.run_dir={tmp_path}/cut")
+    crashing = make_trainer(cfg)
+
+    def killed():
+        raise KeyboardInterrupt("killed during validation")
+
+    crashing.validate = killed
+    try:
+        crashing.fit()
+    except KeyboardInterrupt:
+        pass
+    resumed = make_trainer(cfg)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "cut" / "checkpoint_last.pt"))
+    assert resumed.state.num_updates == 12 and not resumed.state.finished
+    resumed.fit()
+    assert resumed.state.finished and resumed.state.stop_reason == "max_update"
+    assert resumed.state.num_updates == ref.state.num_updates == 12
+    for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), f"{name} differs"
+
+
 def test_pretrain_learns_and_rerun_is_a_noop(demo_root, tmp_path):
     cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=3", f"paths.run_dir={tmp_path}")
     first = run_stage(cfg)

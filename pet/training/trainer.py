@@ -284,6 +284,15 @@ class Trainer:
         # Every rank must stop at the same update or collectives would hang.
         return any_rank(flag, self.device) if self.world_size > 1 else flag
 
+    def _spent(self) -> str:
+        """Why the run must stop now (``Budget.spent``), the same on every rank:
+        clocks differ between processes, and a rank that stopped on its own
+        time while the others trained on would leave them waiting in a collective."""
+        wall = self._wall()
+        if self.world_size > 1 and self.budget.max_time_minutes:
+            wall = from_rank0(wall, self.device)
+        return self.budget.spent(self.state.num_updates, wall)
+
     def _fit(self) -> TrainState:
         s, t, b = self.state, self.tcfg, self.budget
         self._fit_started, self._wall_before = time.perf_counter(), s.wall_seconds
@@ -299,6 +308,17 @@ class Trainer:
             if b.max_epoch and s.epoch > b.max_epoch:
                 self._finish("max_epoch")
                 break
+            # Checked before any update too: a run resumed from a checkpoint
+            # written just before it would have finished (preempted on its last
+            # update, killed during its last validation) finishes there instead
+            # of training past its budget.
+            if b.patience and s.bad_epochs >= b.patience:
+                self._finish("patience")
+                break
+            stop = self._spent()
+            if stop and s.batch_index == 0:  # spent by the end of the last epoch, whose validation stands
+                self._finish(stop)
+                break
             # Every rank walks the same global batch list: an update takes the
             # next world_size * update_freq batches, rank r the r-th of every
             # world_size, so the ranks always agree on the number of updates
@@ -309,8 +329,7 @@ class Trainer:
             per_update = self.world_size * t.update_freq
             bar = progress_bar(t.progress_bar, self.is_main, len(batches), s.batch_index, s.epoch)
             window = UpdateWindow()
-            stop = ""
-            while s.batch_index < len(batches):
+            while not stop and s.batch_index < len(batches):
                 group = batches[s.batch_index : s.batch_index + per_update]
                 started = time.perf_counter()
                 logs = self.train_step(group[self.rank :: self.world_size], stand_in=group[0])
@@ -337,7 +356,7 @@ class Trainer:
                     if self.world_size > 1:
                         dist.barrier()
                     self.guard.hand_over()
-                stop = b.spent(s.num_updates, self._wall())
+                stop = self._spent()
                 if stop:
                     break
             if bar is not None:
@@ -348,8 +367,6 @@ class Trainer:
                 self._finish(stop)
                 break
             self._end_of_epoch(complete=True)
-            if b.patience and s.bad_epochs >= b.patience:
-                self._finish("patience")
         return s
 
     def _beats_best_on_disk(self, value: float) -> bool:
