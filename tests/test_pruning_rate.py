@@ -8,7 +8,7 @@ import torch
 from pet.errors import ConfigError
 from pet.models.spec import spec_from_config
 from pet.pruning.gates import dim_ownership, gate_groups, groups_for, meta_model, to_gated
-from pet.pruning.rate import Polynomial, chain_target, parameter_count, polynomial
+from pet.pruning.rate import Polynomial, chain_target, parameter_count, plan, plan_for_ratio, polynomial
 from pet.pruning.removal import remove_pruned
 from pet.pruning.selection import select_for_rate
 from tests.conftest import model_config, small_model
@@ -55,6 +55,22 @@ def test_width_only_stage_uses_the_single_stage_keep_ratio(shape):
     assert target.keep_ratio == pytest.approx(single.keep_ratio)
     assert 0.5 < target.target_rate < 1
     assert abs(count / target.target_parameters - 1) < 0.01
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("targets", ["all", "emb"])
+@pytest.mark.parametrize("rate", [0.5, 0.25])
+def test_residual_widths_move_at_most_two_units_from_the_keep_ratio(shape, targets, rate):
+    """The width fine-tuning of the plan moves each stream by up to two dimensions
+    from what the keep ratio gives it, not more (two equal streams stay within 4)."""
+    kw, vs, vt = SHAPES[shape]
+    model = meta_model(spec_from_config(model_config(**kw), vs, vt))
+    own, groups = dim_ownership(model), gate_groups(model)
+    pruned = groups_for(model, targets)
+    planned = plan(own, pruned, chain_target(own, groups, targets, rate).target_parameters)
+    base, _ = plan_for_ratio(pruned, planned.keep_ratio)
+    for g in (g for g in pruned if g.kind == "emb"):
+        assert abs(planned.counts[g.name] - base[g.name]) <= 2, g.name
 
 
 def test_quadratic_solution_is_the_design_formula():

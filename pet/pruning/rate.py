@@ -281,14 +281,14 @@ def plan(own: DimOwnership, groups: Sequence[GateGroup], target: float) -> Prune
     if emb:
         # A residual dimension is the coarsest step (a vocabulary row's worth
         # of parameters per stream); let each stream move by up to two units.
+        base = counts
         for shift in itertools.product(range(-2, 3), repeat=len(emb)):
-            trial = dict(counts)
+            trial = dict(base)
             for g, d in zip(emb, shift):
-                trial[g.name] = min(max(counts[g.name] + d, 0), g.size - 1)
+                trial[g.name] = min(max(base[g.name] + d, 0), g.size - 1)
             value = predicted_count(own, groups, trial, pool)
             if abs(value - target) < abs(predicted - target) - 0.5:
-                best_trial, predicted = trial, value
-                counts = best_trial
+                counts, predicted = trial, value
     fc = [g for g in groups if g.kind == "fc"]
     if fc:
         # One FFN neuron is the finest step there is (2d+1 parameters): move
