@@ -91,7 +91,8 @@ AVERAGES = {"last5": "average.last_epochs=5", "best5": "average.best=5"}
 
 # SRP: P epochs of pruning per stage (single-stage methods get 2P), then at
 # most F epochs of finetuning with early stopping; KD from the unpruned teacher
-# (pruning.kd_alpha 0.5, T 2), constant LR at the teacher's final rate.
+# (pruning.kd_alpha 0.5, T 2), constant LR at the rate the teacher's
+# checkpoint_best.pt was trained at (its last update's).
 PERIOD_EPOCHS = 3
 FINETUNE_EPOCHS, FINETUNE_PATIENCE = 15, 3
 # PET: S student updates in all, W of them PET's warm-up.
@@ -176,7 +177,9 @@ class Bench:
                                                   f"init_from={teacher}"])
         ft = self.stage(f"{root}/finetune", [data, "stage=finetune", f"trainer.max_epoch={FINETUNE_EPOCHS}",
                                              f"trainer.patience={FINETUNE_PATIENCE}", f"trainer.seed={seed}",
-                                             "trainer.max_tokens=4096", f"init_from={pruned['checkpoint']}"])
+                                             "trainer.max_tokens=4096", f"init_from={pruned['checkpoint']}",
+                                             # evaluate scores the whole test set below; no 500-sentence preview
+                                             "pruning.report_bleu=false", "pruning.report_latency=false"])
         self.evaluate(root, DIRECTIONS["de_en"], ft["checkpoint"])
 
     def dense(self, rate: float, seed: int) -> None:
