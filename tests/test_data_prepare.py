@@ -177,6 +177,34 @@ def test_an_edited_corpus_is_not_mistaken_for_the_prepared_one(tmp_path: Path, c
     assert len(load_prepared(prepare_data(_cfg(source), tmp_path / "prep2")).split("train")) == 6
 
 
+def test_files_prepare_does_not_read_leave_the_fingerprint_alone(tmp_path: Path) -> None:
+    """A README, another language pair or a .git folder beside the corpus is not the corpus."""
+    source = _raw_folder(tmp_path / "raw")
+    out = prepare_data(_cfg(source), tmp_path / "prep")
+    (source / "README").write_text("where the corpus came from\n", encoding="utf-8")
+    (source / "train.fr").write_text("Bonjour.\n", encoding="utf-8")
+    (source / ".git").mkdir()
+    (source / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+    assert prepare_data(_cfg(source), tmp_path / "prep") == out
+
+
+def test_a_prepared_folder_is_used_when_its_source_is_gone(tmp_path: Path, caplog) -> None:
+    """Moved or deleted raw corpus (or the prepared folder copied elsewhere): the
+    prepared data serves as it is if every setting matches; a changed setting
+    cannot be prepared without the source."""
+    source = _raw_folder(tmp_path / "raw")
+    out = prepare_data(_cfg(source), tmp_path / "prep")
+    source.rename(tmp_path / "moved")
+    with caplog.at_level("WARNING", logger="pet.data.prepare"):
+        assert prepare_data(_cfg(source), tmp_path / "prep") == out
+    assert "cannot be checked" in caplog.text
+    assert len(load_prepared(out).split("train")) == 5
+    with pytest.raises(DataError, match="does not exist"):
+        prepare_data(_cfg(source, lowercase=False), tmp_path / "prep")
+    with pytest.raises(DataError, match="does not exist"):
+        prepare_data(_cfg(source), tmp_path / "fresh")
+
+
 def test_preprocessed_corpus_keeps_raw_references(tmp_path: Path) -> None:
     bpe = tmp_path / "bpe"
     bpe.mkdir()

@@ -41,9 +41,13 @@ def normalized_source(cfg: DataConfig) -> str | None:
     return source if is_url(source) else str(Path(source).expanduser().resolve())
 
 
-def fingerprint_config(cfg: DataConfig) -> dict[str, Any]:
+class SourceMissing(DataError):
+    """data.source or data.raw_source names nothing on this machine."""
+
+
+def fingerprint_config(cfg: DataConfig, contents: bool = True) -> dict[str, Any]:
     """The DataConfig fields that determine the prepared files for ``cfg.kind``,
-    and the contents of the local files they name."""
+    and (``contents``) the contents of the local files they name."""
     check_config(cfg)
     fields: dict[str, Any] = {"pipeline_version": PIPELINE_VERSION}
     for name in FINGERPRINT_FIELDS[cfg.kind]:
@@ -51,17 +55,39 @@ def fingerprint_config(cfg: DataConfig) -> dict[str, Any]:
         if name == "raw_source" and value:
             value = str(Path(value).expanduser().resolve())
         fields[name] = value
-        if name in ("source", "raw_source") and value and not is_url(str(value)):
-            fields[f"{name}_contents"] = content_digest(Path(str(value)))
+        if contents and name in ("source", "raw_source") and value and not is_url(str(value)):
+            only = corpus_file_names(cfg) if name == "source" else None
+            fields[f"{name}_contents"] = content_digest(Path(str(value)), only)
     return fields
 
 
-def content_digest(path: Path) -> str:
-    """SHA-256 over the names, sizes and bytes of ``path`` (a file, or every
-    file under a folder): what makes an edited corpus a different corpus."""
+def corpus_file_names(cfg: DataConfig) -> set[str] | None:
+    """The files of a ``data.source`` folder that prepare reads, for the kinds
+    that read named files (None: every file counts). Anything else in the
+    folder (a README, another language pair, a .git folder) is not the corpus."""
+    if cfg.kind not in ("parallel_text", "preprocessed"):
+        return None
+    names = {f"{split}.{lang}" for split in ("train", "valid", "test") for lang in (cfg.src_lang, cfg.tgt_lang)}
+    return names | {"code"} if cfg.kind == "preprocessed" else names
+
+
+def content_digest(path: Path, only: set[str] | None = None) -> str:
+    """SHA-256 over the names, sizes and bytes of ``path`` (a file, or the files
+    under a folder: those named in ``only`` when given, else all but hidden
+    ones): what makes an edited corpus a different corpus."""
     if not path.exists():
-        raise DataError(f"{path} does not exist; data.source (and data.raw_source) must name existing files or folders")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        raise SourceMissing(
+            f"{path} does not exist; data.source (and data.raw_source) must name existing files or folders"
+        )
+    if path.is_file():
+        files = [path]
+    elif only is not None:
+        files = sorted(path / name for name in only if (path / name).is_file())
+    else:
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     digest = hashlib.sha256()
     for f in files:
         digest.update(f"{f.relative_to(path) if f != path else f.name}\0{f.stat().st_size}\0".encode())

@@ -31,7 +31,9 @@ is complete. The fingerprint covers the config and the contents (sizes and
 SHA-256) of local source files (:mod:`pet.data.fingerprint`), so an edited
 corpus is never mistaken for the prepared one. A matching fingerprint means
 "already done"; a different one is an error rather than a silent overwrite
-(other runs may be reading the folder). Concurrent prepares of one folder (a
+(other runs may be reading the folder). A prepared folder whose source is
+gone (moved, deleted, or the folder copied to another machine) is used as it
+is when every setting matches, with a warning. Concurrent prepares of one folder (a
 sweep starting N jobs) serialise on a lock file. :mod:`pet.data.prepared`
 opens the finished folder.
 """
@@ -54,7 +56,7 @@ from pet.data.corpus import check_folder
 from pet.data.demo_corpus import write_demo_corpus
 from pet.data.dictionary import Dictionary
 from pet.data.fileio import atomic_write_lines, atomic_write_text, read_lines
-from pet.data.fingerprint import fingerprint_config, fingerprint_of, normalized_source
+from pet.data.fingerprint import SourceMissing, fingerprint_config, fingerprint_of, normalized_source
 from pet.data.iwslt import fetch_iwslt14, read_iwslt14, test_segments
 from pet.data.prepared import META_FORMAT, SPLITS, is_complete, read_meta
 from pet.data.text import MosesPipeline, clean_pairs, lowercase
@@ -190,7 +192,14 @@ def _bpe_merges(cfg: DataConfig) -> int:
 def prepare_data(cfg: DataConfig, out_dir: Path) -> Path:
     """Build (or find already built) the prepared folder ``out_dir`` for ``cfg``; returns it."""
     out_dir = Path(out_dir).expanduser().resolve()
-    fields = fingerprint_config(cfg)
+    try:
+        fields = fingerprint_config(cfg)
+    except SourceMissing as missing:
+        if _usable_without_source(cfg, out_dir):
+            log.warning("%s; using the data already prepared in %s as it is (its source cannot be checked)",
+                        missing, out_dir)
+            return out_dir
+        raise
     fingerprint = fingerprint_of(fields)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _folder_lock(out_dir):
@@ -221,6 +230,17 @@ def prepare_data(cfg: DataConfig, out_dir: Path) -> Path:
         atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         log.info("prepared %s in %.1fs", out_dir, meta["seconds"])
     return out_dir
+
+
+def _usable_without_source(cfg: DataConfig, out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds complete data prepared from ``cfg`` as far as
+    can be told without its source files (moved, deleted, or on another
+    machine): every setting matches, only the source contents go unchecked."""
+    meta = read_meta(out_dir) if out_dir.is_dir() else None
+    if meta is None or not is_complete(out_dir, meta):
+        return False
+    recorded = {k: v for k, v in meta.get("config", {}).items() if not k.endswith("_contents")}
+    return recorded == fingerprint_config(cfg, contents=False)
 
 
 def _prepare(cfg: DataConfig, out_dir: Path) -> dict[str, Any]:

@@ -218,7 +218,9 @@ class TextPipeline:
                     f"corpus {name or '?'} (data.kind=preprocessed, data.source={get('source')}) has no BPE merge "
                     f"table: none of {where} holds a '{PREPARED_CODES}' file. Raw text cannot be segmented the way "
                     f"its training text was; put the subword-nmt merge table that produced it at "
-                    f"<data.source>/{PREPARED_CODES} and run stage=prepare again"
+                    f"<data.source>/{PREPARED_CODES}: translate then finds it there, and a fresh prepare (delete "
+                    f"{candidates[0] if folders else 'the prepared folder'} first, since its source changed) copies "
+                    "it into the prepared data, so that checkpoints trained on it carry it"
                 )
             raise DataError(
                 f"the BPE merge table of corpus {name or '?'} is not here: none of {where} holds a "
