@@ -24,6 +24,7 @@ import torch
 
 from pet.checkpoint import load_checkpoint
 from pet.errors import CheckpointError, ConfigError
+from pet.pruning.gates import BUFFER_NAMES as GATE_BUFFERS
 from pet.training.checkpoints import best_checkpoints, epoch_checkpoints
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,13 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
             if value.shape != sums[key].shape:
                 raise CheckpointError(
                     f"{path}: parameter {key} has shape {tuple(value.shape)}, {paths[0]} has {tuple(sums[key].shape)}"
+                )
+            if key.rsplit(".", 1)[-1] in GATE_BUFFERS and not torch.equal(value, first["model"][key]):
+                # Mid-shrink connectivity parameters: a mean would turn removed
+                # units back on at fractional strength (neither model).
+                raise CheckpointError(
+                    f"{path} and {paths[0]} have different connectivity parameters ({key}): they are checkpoints "
+                    "of a pruning run while it shrinks; average the finetuned (pruned and removed) checkpoints instead"
                 )
             if value.is_floating_point():
                 sums[key].add_(value.detach().to(torch.float64))

@@ -8,6 +8,7 @@ import torch
 from pet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from pet.checkpoint_average import average_checkpoints, best_n_checkpoints, last_epoch_checkpoints
 from pet.errors import CheckpointError, ConfigError
+from pet.pruning.gates import to_gated
 from pet.stages import run_stage
 from tests.conftest import compose_cfg, small_model
 
@@ -61,6 +62,20 @@ def test_checkpoints_of_another_model_are_refused(tmp_path):
     save_checkpoint(other, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="another target dictionary"):
         average_checkpoints([a, tmp_path / "c.pt"])
+
+
+def test_checkpoints_of_a_shrinking_pruning_run_are_refused(tmp_path):
+    """Their connectivity parameters differ: a mean would half-revive removed units."""
+    gated = to_gated(small_model(seed=1))
+    a = {**state(1), "spec": gated.spec.to_dict(), "model": gated.state_dict()}
+    b = {**a, "model": dict(a["model"])}
+    key = next(k for k in a["model"] if k.endswith(".c_fc"))
+    b["model"][key] = a["model"][key].clone()
+    b["model"][key][:3] = 0.2
+    save_checkpoint(a, tmp_path / "a.pt")
+    save_checkpoint(b, tmp_path / "b.pt")
+    with pytest.raises(CheckpointError, match=rf"different connectivity parameters \({key}\).*finetuned"):
+        average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])
 
 
 def run_folder(tmp_path: Path) -> Path:
