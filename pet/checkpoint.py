@@ -55,7 +55,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"({type(e).__name__}: {brief(e, 200)}); move it aside and use another checkpoint "
             "(a run folder's checkpoint_best.pt is never replaced by a worse model, so retraining there is safe)"
         ) from e
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a pet checkpoint: it holds a {type(state).__name__}, not a checkpoint dict")
+    if any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{path} is not a pet checkpoint (missing keys {[k for k in REQUIRED_KEYS if k not in state]})")
     if state["format_version"] > FORMAT_VERSION:
         raise CheckpointError(

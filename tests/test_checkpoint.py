@@ -33,6 +33,9 @@ def test_missing_truncated_and_foreign_files_give_clear_errors(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a pet checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")  # a bare tensor, e.g. one exported weight
+    with pytest.raises(CheckpointError, match="holds a Tensor, not a checkpoint dict"):
+        load_checkpoint(tmp_path / "tensor.pt")
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
