@@ -92,6 +92,11 @@ def test_nbest_lines_and_blank_lines(trained, tmp_path):
     best1 = (tmp_path / "one.en").read_text(encoding="utf-8").splitlines()
     assert len(best1) == 7 and best1[3] == "" and one.metrics["translated"] == 6
     assert all(best1[:3] + best1[4:])
+    # a line of characters the tokenizer drops has nothing to translate either
+    src.write_text("\n".join(raw[:3] + ["\x01\x02"] + raw[3:]) + "\n", encoding="utf-8")
+    translate(trained["root"], trained["checkpoint"], src, tmp_path / "ctrl.en")
+    assert (tmp_path / "ctrl.en").read_text(encoding="utf-8").splitlines() == best1
+    src.write_text("\n".join(raw[:3] + [""] + raw[3:]) + "\n", encoding="utf-8")
 
     translate(trained["root"], trained["checkpoint"], src, tmp_path / "nbest.en", "translate.nbest=3")
     lines = (tmp_path / "nbest.en").read_text(encoding="utf-8").splitlines()
@@ -171,6 +176,8 @@ def test_pipeline_save_and_load_round_trip(trained, tmp_path):
 class EchoTranslator:
     """Stands in for CT2Translator: 'translates' a sentence into its own tokens."""
 
+    max_positions = None
+
     def __init__(self, folder, threads=0, compute_type="default", device="cpu"):
         self.calls = []
 
@@ -196,6 +203,19 @@ def test_ctranslate2_backend_reads_the_exported_pipeline(trained, tmp_path, monk
     assert out[2] == "1\t-0.7213\tam fünften Juli"  # -0.5 nats in base 2
     with pytest.raises(ConfigError, match="not a folder"):
         translate(trained["root"], trained["checkpoint"], src, tmp_path / "x.txt", "translate.backend=ctranslate2")
+
+    # sources longer than the model's positions are counted as truncated, as with the pet backend
+    pipeline = TextPipeline.load(folder)
+    sizes = sorted(len(pipeline.encode(line)) + 1 for line in lines)  # with </s>
+    assert sizes[0] < sizes[-1]
+
+    class ShortEcho(EchoTranslator):
+        max_positions = sizes[0]
+
+    monkeypatch.setattr(stage, "_ct2_translator_class", lambda: ShortEcho)
+    longer = sum(size > sizes[0] for size in sizes)
+    result = translate(trained["root"], folder, src, tmp_path / "short.txt", "translate.backend=ctranslate2")
+    assert result.metrics["truncated_sources"] == longer
 
 
 def test_shared_iwslt_pipeline_reproduces_fairseqs_test_bpe(shared_iwslt):
@@ -246,6 +266,11 @@ def test_ctranslate2_export_translates_raw_text_like_pet(trained, tmp_path):
     translate(tmp_path, folder, raw, tmp_path / "ct2.en", "translate.backend=ctranslate2")
     out = (tmp_path / "ct2.en").read_text(encoding="utf-8").splitlines()
     assert len(out) == 40
+    # nothing to translate (the engine returns no hypothesis for an empty source): an empty line
+    (tmp_path / "ctrl.de").write_text("\x01\x02\nam fünften Juli\n", encoding="utf-8")
+    translate(tmp_path, folder, tmp_path / "ctrl.de", tmp_path / "ctrl.en", "translate.backend=ctranslate2")
+    ctrl = (tmp_path / "ctrl.en").read_text(encoding="utf-8").splitlines()
+    assert len(ctrl) == 2 and ctrl[0] == "" and ctrl[1]
     # The engine ends a hypothesis that reaches the length limit one way, pet
     # another (pet.export.translator); this barely trained model runs into the
     # limit on a few sentences, so most but not all translations agree.

@@ -157,13 +157,14 @@ class CT2Translator:
         sources = [self.source_tokens(s) for s in batch]
         groups: dict[int, list[int]] = defaultdict(list)
         for i, s in enumerate(sources):
-            groups[self.max_length(len(s), a, b)].append(i)
+            if s:  # the engine answers an empty source with no hypothesis at all
+                groups[self.max_length(len(s), a, b)].append(i)
         engine_lenpen = lenpen if lenpen != 0 else 1e-9
         options = dict(
             max_batch_size=max_batch_size, beam_size=beam, patience=1, num_hypotheses=beam if pet_ranking else nbest,
             return_end_token=True, return_scores=True, disable_unk=False, max_input_length=0, min_decoding_length=1,
         )
-        out: Hypotheses = [[] for _ in sources]
+        out: Hypotheses = [[] if s else [([], 0.0)] for s in sources]  # nothing to translate: an empty translation
         for limit, idx in sorted(groups.items()):
             results = self.translator.translate_batch(
                 [sources[i] for i in idx], max_decoding_length=limit, length_penalty=engine_lenpen, **options

@@ -128,7 +128,9 @@ class PetBackend:
         p, model = self.pipeline, self.model
         src_dict = p.src_dict
         pad, eos = src_dict.pad, src_dict.eos
-        ids = {i: p.encode_ids(line) for i, line in enumerate(lines) if line.strip()}
+        # A line with nothing to translate (blank, or only characters the tokenizer
+        # drops) stays empty, as with the ctranslate2 backend.
+        ids = {i: t for i, line in enumerate(lines) if line.strip() and (t := p.encode_ids(line)).numel() > 1}
         sizes = np.zeros(len(lines), dtype=np.int64)
         for i, t in ids.items():
             sizes[i] = t.numel()
@@ -178,11 +180,14 @@ class CT2Backend:
     def translate(self, lines: Sequence[str], gen: Any, lenpen: float, nbest: int, stats: TranslateStats,
                   bar: Any = None) -> list[Hypotheses]:
         p = self.pipeline
-        tokens = {i: p.encode(line) for i, line in enumerate(lines) if line.strip()}
+        tokens = {i: t for i, line in enumerate(lines) if line.strip() and (t := p.encode(line))}
         sizes = np.zeros(len(lines), dtype=np.int64)
         for i, t in tokens.items():
             sizes[i] = len(t) + 1  # with </s>, as the pet backend counts
         batches = length_sorted_batches(sizes, list(tokens), int(gen.max_tokens or 0), int(gen.max_sentences or 0))
+        # The engine's wrapper cuts a source to the model's positions, as pet does.
+        max_src = getattr(self.translator, "max_positions", None)
+        stats.truncated += sum(1 for i in tokens if max_src and int(sizes[i]) > max_src)
         results: list[Hypotheses] = [[] for _ in lines]
         for batch in batches:
             out = self.translator.translate_tokens(
