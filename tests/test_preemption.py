@@ -77,3 +77,41 @@ def test_killed_and_relaunched_job_matches_uninterrupted_job(sig, demo_root, ref
     resumed = final_weights(tmp_path)
     for name, tensor in reference.items():
         assert torch.equal(tensor, resumed[name]), f"{name} differs after {sig.name} + relaunch"
+
+
+def test_hand_over_on_a_rank_that_got_no_signal_exits_cleanly():
+    """Every rank stops when any rank was signalled; the others must not crash."""
+    from pet.training.preemption import Preempted, PreemptionGuard
+
+    with PreemptionGuard() as guard, pytest.raises(Preempted) as stop:
+        guard.hand_over()
+    assert stop.value.code == 0
+
+
+def test_submitits_exit_is_a_preemption_and_a_failed_requeue_is_not_success(tmp_path, monkeypatch):
+    from pet.training.preemption import Preempted, PreemptionGuard
+
+    def submitit_handler(signum, frame):  # submitit checkpoints, requeues, then sys.exit(-1)
+        sys.exit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        with PreemptionGuard() as guard:
+            guard._record(signal.SIGUSR2, None)
+            with pytest.raises(Preempted) as stop:
+                guard.hand_over()
+        assert stop.value.code == -1
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text("#!/bin/sh\necho 'Invalid job id' >&2\nexit 1\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    with PreemptionGuard() as guard:
+        guard._record(signal.SIGUSR1, None)
+        with pytest.raises(Preempted) as stop:
+            guard.hand_over()
+    assert stop.value.code == 128 + signal.SIGUSR1

@@ -56,12 +56,20 @@ class PreemptionGuard:
     def hand_over(self) -> None:
         """Call once the checkpoint is on disk. Never returns."""
         signum = self.received
-        assert signum is not None
-        previous = self._previous.get(signum)
+        previous = self._previous.get(signum) if signum is not None else None
         self._restore()
+        if signum is None:
+            # Another rank of this distributed job got the signal (every rank
+            # stops together); that rank requeues the job.
+            log.warning("exiting with the rank that received a preemption signal; re-run the same command to resume")
+            raise Preempted(0)
         if callable(previous):
-            # submitit's handler: requeues a checkpointable job and exits.
-            previous(signum, None)
+            # submitit's handler: requeues a checkpointable job and exits
+            # (sys.exit): that is a preemption, not a failure of the stage.
+            try:
+                previous(signum, None)
+            except SystemExit as e:
+                raise Preempted(e.code) from None
         requeued = False
         job = os.environ.get("SLURM_JOB_ID")
         pre_timeout = signum in (signal.SIGUSR1, signal.SIGUSR2)
@@ -72,4 +80,6 @@ class PreemptionGuard:
                 log.error("scontrol requeue %s failed: %s", job, result.stderr.strip())
         name = signal.Signals(signum).name
         log.warning("exiting after %s%s; re-run the same command to resume", name, " (requeued)" if requeued else "")
-        raise Preempted(0 if requeued or pre_timeout else 128 + signum)
+        # Exit 0 only when the job goes on (requeued) or when a pre-timeout
+        # notice came outside Slurm; a failed requeue must not look COMPLETED.
+        raise Preempted(0 if requeued or (pre_timeout and not job) else 128 + signum)
