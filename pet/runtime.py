@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import random
@@ -21,8 +22,15 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        return torch.device("cuda", local_cuda_index())
     return torch.device(name)
+
+
+def local_cuda_index() -> int:
+    """This process's GPU: LOCAL_RANK among the node's visible GPUs, or the only
+    one visible (Slurm binding one GPU per task renumbers it 0 in every task)."""
+    count = torch.cuda.device_count()
+    return 0 if count == 1 else int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def configure_threads(requested: int) -> int:
@@ -53,12 +61,20 @@ def rng_state() -> dict:
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, reseed: int | None = None) -> None:
+    """Restore :func:`rng_state`'s ``state`` (saved by rank 0). ``reseed``: on
+    ranks other than 0, draw fresh streams from (reseed, rank) instead, so that
+    the ranks of a resumed distributed job keep distinct dropout masks
+    (deterministically; rank 0 continues exactly)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU visible when saved; a job resumed with fewer GPUs restores those it has.
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+    if reseed is not None and process_rank() > 0:
+        seed_everything(reseed * 1_000_003 + process_rank())
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -87,8 +103,11 @@ def init_distributed() -> tuple[int, int]:
     backend = "gloo"
     if torch.cuda.is_available():
         backend = "nccl"
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
+        torch.cuda.set_device(local_cuda_index())
+    # Ranks wait for rank 0 at stage ends while it alone writes reports, decodes
+    # validation BLEU, measures latency: longer than the 10-minute default.
+    minutes = float(os.environ.get("PET_DIST_TIMEOUT_MINUTES", "180"))
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=minutes))
     rank = dist.get_rank()
     if rank != 0:
         logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
@@ -97,6 +116,13 @@ def init_distributed() -> tuple[int, int]:
 
 def process_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def wait_for_all_ranks() -> None:
+    """A barrier in a distributed job (a no-op otherwise): where the other ranks
+    wait while rank 0 alone writes files they are about to read."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def is_main_process() -> bool:

@@ -123,3 +123,18 @@ def test_ddp_ranks_stop_together_on_a_time_budget_though_their_clocks_differ(dem
     spawn_ddp(demo_root, train, seconds=120, worker=ddp_worker_fast_clock_on_rank1)
     state = load_checkpoint(tmp_path / "ddp" / "checkpoint_last.pt")["trainer"]
     assert state["finished"] and state["stop_reason"] == "max_time"
+
+
+def test_ddp_prune_in_two_iterations(demo_root, tmp_path):
+    """Each iteration starts from the previous one's checkpoint_pruned.pt, which rank 0
+    alone writes: the other ranks wait for it, and every rank ends with the chain's result."""
+    train = ["stage=pretrain", "trainer.max_tokens=600", "trainer.max_epoch=1", f"paths.run_dir={tmp_path}/base"]
+    run(demo_root, train, update_freq=1)
+    prune = ["stage=prune", "trainer.max_tokens=600", "pruning.pruning_period=1", "shrink.unit=step",
+             "pruning.pruning_iter=2", "pruning.importance_batches=2", "pruning.report_latency=false",
+             "pruning.report_bleu=false", f"init_from={tmp_path}/base/checkpoint_best.pt",
+             f"paths.run_dir={tmp_path}/prune_ddp"]
+    spawn_ddp(demo_root, prune, seconds=300)
+    for i in (1, 2):
+        assert (tmp_path / "prune_ddp" / f"iter{i}" / "checkpoint_pruned.pt").is_file()
+    assert (tmp_path / "prune_ddp" / "result.json").is_file()

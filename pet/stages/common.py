@@ -23,7 +23,7 @@ from pet.data.prepare import prepare_data
 from pet.data.prepared import PreparedData, load_prepared
 from pet.errors import CheckpointError, ConfigError
 from pet.pruning.origin import load_origin, origin_checkpoint
-from pet.runtime import configure_threads, select_device
+from pet.runtime import configure_threads, is_main_process, select_device, wait_for_all_ranks
 from pet.tracking import NullTracker
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,11 @@ def finish_stage(cfg: DictConfig, result: StageResult, tracker: Optional[NullTra
         if result.checkpoint:
             tracker.set_tags({"checkpoint": str(result.checkpoint)})
         result.run_id = result.run_id or tracker.run_id
-    write_result(run_dir(cfg), result)
+    if is_main_process():
+        write_result(run_dir(cfg), result)
+    # Every rank leaves the stage together, once rank 0's checkpoint, report and
+    # result.json exist (a pipeline's next step or a pruning iteration reads them).
+    wait_for_all_ranks()
     return result
 
 

@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pet.errors import ConfigError
+from pet.runtime import is_main_process
 from pet.stages import run_stage
 from pet.stages.common import StageResult, finish_stage, read_result, resolve_step_reference, run_dir
 from pet.stages.registry import stage as stage_entry
@@ -51,6 +52,8 @@ def _parent_run(cfg: DictConfig, rd: Path, tags: dict[str, str]):
     """The pipeline's MLflow parent run: the one an earlier attempt of this
     pipeline recorded in its run folder (so a re-run keeps every step under one
     parent), or a new one."""
+    if not is_main_process():  # one parent per pipeline, not one per rank of a distributed job
+        return None
     info = parent_run(cfg.tracking, rd, run_name=f"pipeline:{cfg.run_name}", tags=tags)
     return info["run_id"] if info else None
 

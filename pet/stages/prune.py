@@ -46,7 +46,7 @@ from pet.checkpoint import load_checkpoint, model_from_checkpoint
 from pet.data.fileio import atomic_write_text
 from pet.errors import CheckpointError, ConfigError
 from pet.pruning.report import bleu_function, engines_enabled, format_report, pruned_shape, report_rows, shape_lines
-from pet.runtime import is_main_process
+from pet.runtime import is_main_process, wait_for_all_ranks
 from pet.stages.common import StageResult, finish_stage, read_result, run_dir, setup_stage
 from pet.stages.lifecycle import tracked_run
 from pet.stages.prune_steps import LAST, PRUNED, prune_and_remove, warm_up
@@ -144,9 +144,10 @@ def _run_iteration(cfg: DictConfig) -> StageResult:
                 base, source = warm_up(cfg, rd, data, base, init, tracker, device)
             small, entry = prune_and_remove(cfg, rd, data, base, init, tracker, device, source)
         small.eval()
-        if not is_main_process():  # distributed job: rank 0 measures and reports
+        if not is_main_process():  # distributed job: rank 0 measures, reports and saves
+            wait_for_all_ranks()  # the barrier rank 0 reaches in finish_stage, after its files
             return StageResult(stage="prune", metric_name="achieved_rate", metric=entry["achieved_rate"],
-                               checkpoint=str(rd / PRUNED))
+                               checkpoint=str(rd / PRUNED), metrics={"achieved_rate": entry["achieved_rate"]})
         rows = _report(cfg, data, base, small, device, engines)
         rate = {
             "requested_rate": entry["requested_rate"],
