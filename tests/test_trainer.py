@@ -167,3 +167,32 @@ def test_best_checkpoint_by_validation_bleu(demo_root, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint_best.pt")["trainer"]["epoch"] == 3  # saved after epoch 2
     assert [v for _, v in best_checkpoints(tmp_path, "bleu")] == [7.0, 6.5]
     assert state.best_valid_bleu == 7.0
+
+
+def test_an_overflowing_loss_scale_skips_steps_without_counting_them(demo_root, tmp_path):
+    """fp16's GradScaler skips a step whose gradients overflowed: no update, as in
+    fairseq (the counter, LR schedule and hooks do not advance), only the data does."""
+    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_update=4", f"paths.run_dir={tmp_path}")
+
+    class OverflowThrice(TrainHook):
+        def __init__(self):
+            self.backwards, self.updates = 0, []
+
+        def after_backward(self, trainer):
+            self.backwards += 1
+            if self.backwards <= 3:
+                next(trainer.model.parameters()).grad.view(-1)[0] = float("inf")
+
+        def after_update(self, trainer):
+            self.updates.append((trainer.state.num_updates, trainer.state.last_lr))
+
+    hook = OverflowThrice()
+    trainer = make_trainer(cfg, hooks=[hook])
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    reference = make_trainer(compose_cfg(demo_root, *TRAIN, "trainer.max_update=4", f"paths.run_dir={tmp_path}/ref"))
+    trainer.fit()
+    assert hook.backwards == 7 and [n for n, _ in hook.updates] == [1, 2, 3, 4]
+    assert [lr for _, lr in hook.updates] == [reference.schedule(n) for n in range(4)]  # the schedule did not move
+    assert trainer.scaler.get_scale() == 1024.0 / 8
+    assert trainer.state.batch_index == 7 or trainer.state.epoch > 1  # the skipped steps' batches are used up
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

@@ -100,7 +100,8 @@ class Trainer:
         self.amp_dtype = None
         self.scaler = None
         if device.type == "cuda" and self.tcfg.amp:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # Native bf16 only (Ampere+): emulated bf16 on older GPUs is slow, and they get fp16 + GradScaler.
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
             if self.amp_dtype == torch.float16:
                 self.scaler = torch.amp.GradScaler("cuda")
         self.train_sampler = TokenBatchSampler(
@@ -146,7 +147,8 @@ class Trainer:
         self.state = TrainState(**ckpt["trainer"])
         for hook, hs in zip(self.hooks, ckpt.get("hooks", [])):
             hook.load_state_dict(hs)
-        set_rng_state(ckpt["rng"])
+        # Rank 0's saved streams; other ranks reseed from (seed, update) and their rank.
+        set_rng_state(ckpt["rng"], reseed=self.tcfg.seed * 100_003 + self.state.num_updates)
         self._resumed = True
 
     def continue_schedule_from(self, ckpt: dict[str, Any], source: str) -> None:
@@ -245,8 +247,16 @@ class Trainer:
             group["lr"] = lr
         self.state.last_lr = lr
         if self.scaler:
+            scale = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.scaler.get_scale() < scale:
+                # inf/nan gradients: GradScaler skipped the step and lowered its
+                # scale. As in fairseq, that is no update: the counter, the LR
+                # schedule and the hooks (shrinking) do not advance.
+                self.optimizer.zero_grad(set_to_none=True)
+                log.info("fp16 gradient overflow: step skipped, loss scale now %g", self.scaler.get_scale())
+                return {"skipped": 1.0, "lr": lr}
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -283,6 +293,15 @@ class Trainer:
         flag = self.guard.received is not None
         # Every rank must stop at the same update or collectives would hang.
         return any_rank(flag, self.device) if self.world_size > 1 else flag
+
+    def _leave_if_preempted(self) -> None:
+        """On a preemption signal (to any rank): checkpoint, then exit (hand_over never returns)."""
+        if self._preempted():
+            self.state.wall_seconds = self._wall()
+            self.save("checkpoint_last.pt")
+            if self.world_size > 1:
+                dist.barrier()
+            self.guard.hand_over()
 
     def _spent(self) -> str:
         """Why the run must stop now (``Budget.spent``), the same on every rank:
@@ -335,6 +354,10 @@ class Trainer:
                 logs = self.train_step(group[self.rank :: self.world_size], stand_in=group[0])
                 s.train_seconds += time.perf_counter() - started
                 s.batch_index += len(group)
+                if logs.get("skipped"):  # no update was made: nothing to log, save or count
+                    self._leave_if_preempted()
+                    stop = self._spent()
+                    continue
                 window.add(logs)
                 if bar is not None:
                     bar.update(len(group))
@@ -350,12 +373,7 @@ class Trainer:
                 if t.save_interval_updates and s.num_updates % t.save_interval_updates == 0:
                     s.wall_seconds = self._wall()
                     self.save("checkpoint_last.pt")
-                if self._preempted():
-                    s.wall_seconds = self._wall()
-                    self.save("checkpoint_last.pt")
-                    if self.world_size > 1:
-                        dist.barrier()
-                    self.guard.hand_over()
+                self._leave_if_preempted()
                 stop = self._spent()
                 if stop:
                     break
@@ -383,6 +401,10 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_epoch_end(self)
         metrics = self.validate()
+        if self.world_size > 1:
+            # Rank 0's numbers decide best checkpoint and early stopping on every
+            # rank: a last-bit difference must not stop one rank and not another.
+            metrics = {k: self._shared(v) for k, v in metrics.items()}
         by_bleu = self.tcfg.best_checkpoint_metric == "bleu"
         if self.tcfg.validate_bleu or by_bleu:
             metrics["valid_bleu"] = self._shared(self.validate_bleu() if self.is_main else 0.0)
