@@ -148,3 +148,27 @@ def test_hook_state_resumes_the_schedule():
     assert resumed.done == 3 and resumed.schedule.total == 8
     torch.testing.assert_close(selected_values(fresh, selection), selected_values(model, selection))
     assert float(selected_values(fresh, selection)[0]) == pytest.approx(1 - 3 / 8)
+
+
+def test_a_run_resumed_on_another_world_size_still_ends_its_period_at_zero():
+    """An epoch-long period is 8 updates on 1 rank, 4 on 2: resumed 3/8 of the
+    way in, shrinking goes on from the same fraction and ends at 0 with the period."""
+    _, model = gated_small()
+    selection = random_selection(model)
+    hook = ShrinkHook(model, gate_groups(model), selection, "arithmetic", "step", 1)
+    hook.on_fit_start(FakeTrainer(model, batches_per_epoch=8))
+    for _ in range(4):
+        hook.after_backward(None)
+        hook.after_update(None)
+    _, fresh = gated_small()
+    resumed = ShrinkHook(fresh, gate_groups(fresh), selection, "arithmetic", "step", 1)
+    resumed.load_state_dict(hook.state_dict())
+    two_ranks = FakeTrainer(fresh, batches_per_epoch=8)
+    two_ranks.world_size = 2
+    resumed.on_fit_start(two_ranks)
+    assert (resumed.done, resumed.schedule.total) == (2, 4)
+    assert float(selected_values(fresh, selection)[0]) == pytest.approx(0.5)
+    for _ in range(2):
+        resumed.after_backward(None)
+        resumed.after_update(None)
+    assert resumed.complete and float(selected_values(fresh, selection).abs().max()) == 0.0

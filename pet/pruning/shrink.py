@@ -142,6 +142,7 @@ class ShrinkHook(TrainHook):
         self.period_updates = period_updates  # > 0: the period in updates (unit=step)
         self.schedule = ShrinkSchedule(shrink_type, unit, period_epochs if unit == "epoch" else 0, final_value)
         self.done = 0
+        self._resumed_total: Optional[int] = None  # the period length a resumed run was saved with
         self._saved: list[tuple[Optional[Tensor], Optional[Tensor]]] = []
         own = dim_ownership(model)
         self.frozen: list[_Frozen] = []
@@ -177,7 +178,17 @@ class ShrinkHook(TrainHook):
     # --------------------------------------------------------------- hooks
     def on_fit_start(self, trainer: Any) -> None:
         if self.schedule.unit == "step":
-            self.schedule.total = self.period_updates or steps_in_period(trainer, self.period_epochs)
+            total = self.period_updates or steps_in_period(trainer, self.period_epochs)
+            resumed_total = self._resumed_total
+            if resumed_total and total != resumed_total:
+                # Resumed on another number of ranks: an epoch-long period has
+                # another number of updates now. Go on from the same fraction
+                # of the period, so that c still reaches 0 at its end.
+                done = round(self.done * total / resumed_total)
+                log.warning("the pruning period was %d updates and is %d now (another world size); "
+                            "shrinking resumes at update %d of %d", resumed_total, total, done, total)
+                self.done = done
+            self.schedule.total = total
         log.info(
             "shrinking %d groups (%s, per %s) over %d %ss; c now %.3g",
             len(self.selection),
@@ -237,4 +248,5 @@ class ShrinkHook(TrainHook):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.done = int(state.get("done", 0))
         self.schedule.total = int(state.get("total", self.schedule.total))
+        self._resumed_total = self.schedule.total
         self.apply()
