@@ -105,4 +105,10 @@ def sacrebleu_scores(
     (the signature says ``case:lc``): right when the model was trained on
     lowercased text, which could never match a cased reference."""
     detok = [detokenize(remove_bpe(h, bpe_symbol), lang) for h in hyps]
+    return detokenized_scores(detok, references, lowercase)
+
+
+def detokenized_scores(detok: Sequence[str], references: Sequence[str], lowercase: bool) -> tuple[BleuScore, BleuScore]:
+    """(sacreBLEU, chrF) of hypotheses already detokenized (as the sacrebleu
+    command scores a file of them; detokenizing again is not idempotent)."""
     return _score(BLEU(lowercase=lowercase), detok, references), _score(CHRF(lowercase=lowercase), detok, references)

@@ -36,7 +36,7 @@ import torch
 
 from pet.data.batching import batch_by_size
 from pet.generation.beam_search import BeamSearch, Hypothesis
-from pet.generation.scoring import BleuScore, detokenize, sacrebleu_scores, tokenized_bleu
+from pet.generation.scoring import BleuScore, detokenize, detokenized_scores, tokenized_bleu
 
 BPE_SYMBOL = "@@ "
 log = logging.getLogger(__name__)
@@ -220,9 +220,9 @@ def translate_dataset(
         if len(references) != n_total:
             raise ValueError(f"{len(references)} raw references for a split of {n_total} sentences")
         raw_refs = [references[i] for i in ids]
-        # sacrebleu_scores detokenizes itself (once: Moses detokenization is not
-        # idempotent, "a 'b" -> "a'b"), so it scores exactly the lines of hyp.detok.txt.
-        sacre, chrf = sacrebleu_scores(hyps, raw_refs, lang, lowercase, bpe_symbol=None)
+        # Exactly the lines of hyp.detok.txt (detokenized once: Moses
+        # detokenization is not idempotent, "a 'b" -> "a'b").
+        sacre, chrf = detokenized_scores(detok_hyps, raw_refs, lowercase)
 
     result = TranslationResult(
         bleu=bleu.score if bleu else 0.0,
