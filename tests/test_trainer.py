@@ -36,6 +36,11 @@ def make_trainer(cfg, hooks=()):
                    device=torch.device("cpu"), tracker=NullTracker(), hooks=hooks)
 
 
+def assert_same_weights(a, b):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), f"{name} differs"
+
+
 def test_resume_after_interruption_is_bit_identical(demo_root, tmp_path):
     common = [*TRAIN, "trainer.max_update=18", "trainer.save_interval_updates=4"]
     ref_cfg = compose_cfg(demo_root, *common, f"paths.run_dir={tmp_path}/ref")
@@ -55,8 +60,7 @@ def test_resume_after_interruption_is_bit_identical(demo_root, tmp_path):
     assert resumed.state.num_updates == 8  # the last periodic checkpoint before the crash
     resumed.fit()
     assert resumed.state.num_updates == ref.state.num_updates == 18
-    for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs after resume"
+    assert_same_weights(ref.model, resumed.model)
 
 
 def test_resumed_at_its_update_budget_it_trains_no_further(demo_root, tmp_path):
@@ -82,8 +86,7 @@ def test_resumed_at_its_update_budget_it_trains_no_further(demo_root, tmp_path):
     resumed.fit()
     assert resumed.state.finished and resumed.state.stop_reason == "max_update"
     assert resumed.state.num_updates == ref.state.num_updates == 12
-    for (name, a), (_, b) in zip(ref.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), f"{name} differs"
+    assert_same_weights(ref.model, resumed.model)
 
 
 def test_pretrain_learns_and_rerun_is_a_noop(demo_root, tmp_path):
