@@ -35,11 +35,13 @@ def app(cfg: DictConfig) -> Optional[float]:
     from pet.config.validate import validate  # noqa: PLC0415 - imports torch; `pet --help` and config errors stay fast
     from pet.runtime import init_distributed, setup_logging  # noqa: PLC0415 - imports torch; `pet --help` and config errors stay fast
     from pet.stages import run_stage  # noqa: PLC0415 - imports torch; `pet --help` and config errors stay fast
+    from pet.training.preemption import requeue_on_pre_timeout_outside_training  # noqa: PLC0415 - with the stages
 
     setup_logging()
     try:
         validate(cfg)
         init_distributed()
+        requeue_on_pre_timeout_outside_training()
         return run_stage(cfg).metric
     except PetError as e:
         log.error("error: %s", e)

@@ -115,3 +115,38 @@ def test_submitits_exit_is_a_preemption_and_a_failed_requeue_is_not_success(tmp_
         with pytest.raises(Preempted) as stop:
             guard.hand_over()
     assert stop.value.code == 128 + signal.SIGUSR1
+
+
+def test_pre_timeout_outside_training_requeues_once_and_exits(tmp_path, monkeypatch):
+    """Under plain sbatch: the pre-timeout signal during evaluation, importance or a
+    report requeues the job (default action would kill it unrequeued); inside
+    training it checkpoints first and requeues once."""
+    from pet.training.preemption import Preempted, PreemptionGuard, requeue_on_pre_timeout_outside_training
+
+    calls = tmp_path / "calls"
+    scontrol = tmp_path / "scontrol"
+    scontrol.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    scontrol.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGUSR2)}
+    try:
+        for s in before:
+            signal.signal(s, signal.SIG_DFL)
+        requeue_on_pre_timeout_outside_training()
+        with pytest.raises(Preempted) as stop:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(1)
+        assert stop.value.code == 0 and calls.read_text().splitlines() == ["requeue 42"]
+
+        with PreemptionGuard() as guard:
+            os.kill(os.getpid(), signal.SIGUSR1)  # recorded only: training checkpoints first
+            time.sleep(0.1)
+            assert guard.received == signal.SIGUSR1
+            with pytest.raises(Preempted) as stop:
+                guard.hand_over()
+        assert stop.value.code == 0 and calls.read_text().splitlines() == ["requeue 42"] * 2
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

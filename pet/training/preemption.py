@@ -70,16 +70,37 @@ class PreemptionGuard:
                 previous(signum, None)
             except SystemExit as e:
                 raise Preempted(e.code) from None
-        requeued = False
-        job = os.environ.get("SLURM_JOB_ID")
-        pre_timeout = signum in (signal.SIGUSR1, signal.SIGUSR2)
-        if pre_timeout and job and os.environ.get("SUBMITIT_EXECUTOR") is None:
-            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            requeued = result.returncode == 0
-            if not requeued:
-                log.error("scontrol requeue %s failed: %s", job, result.stderr.strip())
-        name = signal.Signals(signum).name
-        log.warning("exiting after %s%s; re-run the same command to resume", name, " (requeued)" if requeued else "")
-        # Exit 0 only when the job goes on (requeued) or when a pre-timeout
-        # notice came outside Slurm; a failed requeue must not look COMPLETED.
-        raise Preempted(0 if requeued or (pre_timeout and not job) else 128 + signum)
+        leave(signum)
+
+
+def leave(signum: int) -> None:
+    """Requeue a plain sbatch job on Slurm's pre-timeout signal, then exit
+    (raises :class:`Preempted`). Under submitit, its own handler requeues."""
+    requeued = False
+    job = os.environ.get("SLURM_JOB_ID")
+    pre_timeout = signum in (signal.SIGUSR1, signal.SIGUSR2)
+    if pre_timeout and job and os.environ.get("SUBMITIT_EXECUTOR") is None:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        requeued = result.returncode == 0
+        if not requeued:
+            log.error("scontrol requeue %s failed: %s", job, result.stderr.strip())
+    name = signal.Signals(signum).name
+    log.warning("exiting after %s%s; re-run the same command to resume", name, " (requeued)" if requeued else "")
+    # Exit 0 only when the job goes on (requeued) or when a pre-timeout
+    # notice came outside Slurm; a failed requeue must not look COMPLETED.
+    raise Preempted(0 if requeued or (pre_timeout and not job) else 128 + signum)
+
+
+def requeue_on_pre_timeout_outside_training() -> None:
+    """Under plain sbatch, the pre-timeout signal may come while no training
+    loop listens (data preparation, importance, removal, evaluation, reports),
+    where its default action would kill the job unrequeued: requeue and exit
+    at once instead (every stage resumes from its last checkpoint). Training
+    installs its own handler over this one (checkpoint first, then this)."""
+    if not os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, lambda signum, frame: leave(signum))
