@@ -136,6 +136,20 @@ def test_tracking_none_makes_no_parent(tmp_path):
     cb.on_multirun_end(config=cfg)
 
 
+def test_only_rank_0_of_a_torchrun_multirun_opens_the_parent(tmp_path, monkeypatch):
+    cfg = multirun_cfg(tmp_path, "stage=pretrain", "optim.lr=1e-3,2e-3")
+    monkeypatch.setenv("RANK", "1")
+    cb = SweepCallback(report_on_end=False)
+    cb.on_multirun_start(config=cfg)
+    assert not (tmp_path / "sweeps" / "pretrain" / PARENT_FILE).exists()
+    cb.on_multirun_end(config=cfg)
+    monkeypatch.setenv("RANK", "0")
+    main = SweepCallback(report_on_end=False)
+    main.on_multirun_start(config=cfg)
+    assert (tmp_path / "sweeps" / "pretrain" / PARENT_FILE).exists()
+    main.on_multirun_end(config=cfg)
+
+
 def test_multirun_links_children_and_records_a_failing_job(tmp_path):
     """`pet --multirun` (basic launcher), 2 cheap prepare jobs, the second fails
     inside its tracked run: both children under one parent, the parent FAILED,

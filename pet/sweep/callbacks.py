@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -54,6 +55,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or not stage(config.stage.name).sweep_parent:
             return
+        if int(os.environ.get("RANK", "0") or 0) > 0:
+            return  # a multirun under torchrun: rank 0 alone opens (and closes) the sweep's parent run
         self._sweep_dir = str(Path(str(config.hydra.sweep.dir)).resolve())
         self._report_cfg = OmegaConf.to_container(config.report, resolve=True)  # type: ignore[assignment]
         self._closed = False
