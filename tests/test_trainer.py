@@ -1,5 +1,7 @@
 """Training loop: it learns, it resumes bit-exactly, it stops where told."""
 
+from pathlib import Path
+
 import torch
 
 from pet.checkpoint import load_checkpoint
@@ -36,6 +38,17 @@ def make_trainer(cfg, hooks=()):
                    device=torch.device("cpu"), tracker=NullTracker(), hooks=hooks)
 
 
+def crash_and_resume(crashing, cfg):
+    """Run ``crashing`` until its simulated kill, then a fresh trainer resumed from its checkpoint_last.pt."""
+    try:
+        crashing.fit()
+    except KeyboardInterrupt:
+        pass
+    resumed = make_trainer(cfg)
+    resumed.load_state_dict(load_checkpoint(Path(cfg.paths.run_dir) / "checkpoint_last.pt"))
+    return resumed
+
+
 def assert_same_weights(a, b):
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), f"{name} differs"
@@ -51,12 +64,7 @@ def test_resume_after_interruption_is_bit_identical(demo_root, tmp_path):
 
     cfg = compose_cfg(demo_root, *common, f"paths.run_dir={tmp_path}/cut")
     crashing = make_trainer(cfg, hooks=[CrashAfter(10)])
-    try:
-        crashing.fit()
-    except KeyboardInterrupt:
-        pass
-    resumed = make_trainer(cfg)
-    resumed.load_state_dict(load_checkpoint(tmp_path / "cut" / "checkpoint_last.pt"))
+    resumed = crash_and_resume(crashing, cfg)
     assert resumed.state.num_updates == 8  # the last periodic checkpoint before the crash
     resumed.fit()
     assert resumed.state.num_updates == ref.state.num_updates == 18
@@ -76,12 +84,7 @@ def test_resumed_at_its_update_budget_it_trains_no_further(demo_root, tmp_path):
         raise KeyboardInterrupt("killed during validation")
 
     crashing.validate = killed
-    try:
-        crashing.fit()
-    except KeyboardInterrupt:
-        pass
-    resumed = make_trainer(cfg)
-    resumed.load_state_dict(load_checkpoint(tmp_path / "cut" / "checkpoint_last.pt"))
+    resumed = crash_and_resume(crashing, cfg)
     assert resumed.state.num_updates == 12 and not resumed.state.finished
     resumed.fit()
     assert resumed.state.finished and resumed.state.stop_reason == "max_update"
