@@ -133,15 +133,24 @@ def test_frozen_units_do_not_move_under_adamw_with_weight_decay(kind):
     assert moved > 0.5 * sum(int((~m).sum()) for m in masks.values()), "the rest keeps training"
 
 
+def shrink_updates(hook, n):
+    for _ in range(n):
+        hook.after_backward(None)
+        hook.after_update(None)
+
+
+def started_hook(model, selection, updates):
+    """A per-step arithmetic hook over a one-epoch period of 8 updates, ``updates`` of them made."""
+    hook = ShrinkHook(model, gate_groups(model), selection, "arithmetic", "step", 1)
+    hook.on_fit_start(FakeTrainer(model, batches_per_epoch=8))
+    shrink_updates(hook, updates)
+    return hook
+
+
 def test_hook_state_resumes_the_schedule():
     _, model = gated_small()
     selection = random_selection(model)
-    hook = ShrinkHook(model, gate_groups(model), selection, "arithmetic", "step", 1)
-    hook.on_fit_start(FakeTrainer(model, batches_per_epoch=8))
-    for _ in range(3):
-        hook.after_backward(None)
-        hook.after_update(None)
-    state = hook.state_dict()
+    state = started_hook(model, selection, 3).state_dict()
     _, fresh = gated_small()
     resumed = ShrinkHook(fresh, gate_groups(fresh), selection, "arithmetic", "step", 1)
     resumed.load_state_dict(state)
@@ -151,15 +160,11 @@ def test_hook_state_resumes_the_schedule():
 
 
 def test_a_run_resumed_on_another_world_size_still_ends_its_period_at_zero():
-    """An epoch-long period is 8 updates on 1 rank, 4 on 2: resumed 3/8 of the
-    way in, shrinking goes on from the same fraction and ends at 0 with the period."""
+    """An epoch-long period is 8 updates on 1 rank, 4 on 2: resumed half-way
+    in, shrinking goes on from the same fraction and ends at 0 with the period."""
     _, model = gated_small()
     selection = random_selection(model)
-    hook = ShrinkHook(model, gate_groups(model), selection, "arithmetic", "step", 1)
-    hook.on_fit_start(FakeTrainer(model, batches_per_epoch=8))
-    for _ in range(4):
-        hook.after_backward(None)
-        hook.after_update(None)
+    hook = started_hook(model, selection, 4)
     _, fresh = gated_small()
     resumed = ShrinkHook(fresh, gate_groups(fresh), selection, "arithmetic", "step", 1)
     resumed.load_state_dict(hook.state_dict())
@@ -168,7 +173,5 @@ def test_a_run_resumed_on_another_world_size_still_ends_its_period_at_zero():
     resumed.on_fit_start(two_ranks)
     assert (resumed.done, resumed.schedule.total) == (2, 4)
     assert float(selected_values(fresh, selection)[0]) == pytest.approx(0.5)
-    for _ in range(2):
-        resumed.after_backward(None)
-        resumed.after_update(None)
+    shrink_updates(resumed, 2)
     assert resumed.complete and float(selected_values(fresh, selection).abs().max()) == 0.0

@@ -29,8 +29,6 @@ def make_trainer(cfg, hooks=()):
     data = load_data(cfg)
     torch.manual_seed(cfg.trainer.seed)
     model = build_initial_model(cfg, data)
-    from pathlib import Path
-
     from pet.tracking import NullTracker
 
     return Trainer(cfg=cfg, model=model, train_data=data.split("train"), valid_data=data.split("valid"),
