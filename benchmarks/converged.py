@@ -12,6 +12,15 @@ resumes from its checkpoint_last.pt):
     python benchmarks/converged.py status          # what is done, what runs, teacher epoch curves
     python benchmarks/converged.py report          # the tables (measures latency: run it on an idle machine)
     python benchmarks/converged.py stop            # running stages checkpoint at their next update and exit
+    python benchmarks/converged.py carry           # what another machine needs to go on, into benchmarks/carry/
+
+The state folder lives on one machine. When the machine may be replaced before
+the next session, ``stop`` and then ``carry`` write the least that lets another
+machine go on (finished results, the checkpoints later stages start from, and
+each unfinished training stage's last checkpoint with float16 weights and
+fresh optimizer moments: see bench_carry.py) to ``benchmarks/carry/converged``;
+commit that folder, and ``run`` on any machine restores whatever its state
+folder lacks before it starts.
 
 One driver runs per ``--out`` (it holds ``driver.lock``). ``stop`` (or SIGTERM /
 Ctrl-C to the driver) starts no further stage and has each running training
@@ -61,13 +70,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from converged_report import write_report  # benchmarks/ is on sys.path when run as a script
+from bench_carry import CarryPolicy, pack, unpack  # benchmarks/ is on sys.path when run as a script
+from converged_report import write_report
 from stage_runner import REPO, StageStopped, run_pet_stage, stop_running_stages, stopping
 
 sys.path.insert(0, str(REPO))  # this worktree's pet, not the one pip installed
 from pet.data.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_OUT = Path.home() / ".cache" / "pet-bench" / "converged"
+DEFAULT_CARRY = REPO / "benchmarks" / "carry" / "converged"
 SEEDS = (1, 2)
 RATES = (0.5, 0.25)
 SRP_METHODS = ("two_stage", "oneshot", "random", "single_stage")
@@ -200,9 +211,7 @@ class Bench:
         res = json.loads(self.result(name).read_text())
         if "num_updates" in res["metrics"]:
             return int(res["metrics"]["num_updates"])
-        from pet.checkpoint import load_checkpoint  # the pruning period's own record
-
-        return int(load_checkpoint(self.out / name / "checkpoint_last.pt")["trainer"]["num_updates"])
+        return int(trainer_record(self.out / name)["num_updates"])  # the pruning period's own record
 
     def pet(self, method: str, seed: int) -> None:
         root = f"pet/{method}/seed{seed}"
@@ -292,22 +301,61 @@ class Bench:
                       f"{curve[-1]['valid_loss']:.4f}, best {best['valid_loss']:.4f} (epoch {best['epoch']})")
 
 
-def epoch_curve(run_dir: Path) -> list[dict[str, float]]:
-    """(epoch, updates, valid loss, valid nll) of each completed epoch: the
-    checkpoint's own record, or the stage's log for runs that predate it."""
+def trainer_record(run_dir: Path) -> dict[str, Any]:
+    """A training stage's counters and curve: its checkpoint_last.pt's record,
+    or the trainer.json a carry brought from another machine."""
     last = run_dir / "checkpoint_last.pt"
     if last.exists():
         from pet.checkpoint import load_checkpoint
 
-        curve = load_checkpoint(last)["trainer"].get("curve")
-        if curve:
-            return [{"epoch": c["epoch"], "updates": c["updates"], "valid_loss": c["valid_loss"],
-                     "valid_nll": c["valid_nll_loss"]} for c in curve if c.get("complete", True)]
+        return load_checkpoint(last)["trainer"]
+    carried = run_dir / "trainer.json"
+    return json.loads(carried.read_text()) if carried.exists() else {}
+
+
+def epoch_curve(run_dir: Path) -> list[dict[str, float]]:
+    """(epoch, updates, valid loss, valid nll) of each completed epoch: the
+    trainer's own record, or the stage's log for runs that predate it."""
+    curve = trainer_record(run_dir).get("curve")
+    if curve:
+        return [{"epoch": c["epoch"], "updates": c["updates"], "valid_loss": c["valid_loss"],
+                 "valid_nll": c["valid_nll_loss"]} for c in curve if c.get("complete", True)]
     log = run_dir / "stage.log"
     if not log.exists():
         return []
     return [{"epoch": int(m[1]), "updates": int(m[2]), "valid_loss": float(m[3]), "valid_nll": float(m[4])}
             for m in EPOCH_LINE.finditer(log.read_text(errors="replace"))]
+
+
+def carry_policy(out: Path) -> CarryPolicy:
+    """Which finished stages' checkpoints a carry must hold: those a stage
+    still to run starts from (teachers, pruned models, PET's warm-up with its
+    optimizer), and the seed-1 final models the report measures."""
+
+    def finished(name: str) -> bool:
+        return (out / name / "result.json").exists()
+
+    def needs_checkpoint(name: str) -> bool:
+        parts = name.split("/")
+        if name in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"):
+            return True
+        if parts[0] == "average":
+            return not finished(f"eval/{name}")
+        if parts[0] not in ("srp", "pet") or len(parts) != 4:
+            return False
+        chain, step = "/".join(parts[:3]), parts[3]
+        if step == "prune_emb":
+            return not finished(f"{chain}/prune_heads_ffn")
+        if step == "prune_heads_ffn":
+            rate_seed = f"{parts[1].split('@')[1]}/{parts[2]}"
+            return not finished(f"{chain}/finetune") or not finished(f"eval/srp/dense@{rate_seed}")
+        if step == "prune":
+            return not finished(f"{chain}/finetune")
+        if step == "warmup":
+            return not finished(f"{chain}/kd")
+        return parts[2] == "seed1" or not finished(f"eval/{chain}")  # a final model
+
+    return CarryPolicy(needs_checkpoint, needs_optimizer=lambda name: name.endswith("/warmup"))
 
 
 def driver_pid(out: Path) -> int | None:
@@ -364,8 +412,11 @@ def record_commit(out: Path, command: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "status", "report", "stop"])
+    ap.add_argument("command", choices=["run", "status", "report", "stop", "carry"])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--carry", type=Path, default=DEFAULT_CARRY,
+                    help="carry folder: `carry` writes the state another machine needs there; `run` restores from it "
+                         "the stages --out lacks")
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="the shared/ folder holding data/iwslt14")
     ap.add_argument("--jobs", type=int, default=2, help="1-thread stages run at once")
     ap.add_argument("--device", default="cpu")
@@ -386,6 +437,10 @@ def main() -> None:
     if args.command == "status":
         bench.status()
         return
+    if args.command == "carry":
+        print("\n".join(pack(args.out, args.carry, carry_policy(args.out))))
+        print(f"written: {args.carry}")
+        return
     if args.command == "report":
         print(write_report(args.out, epoch_curve, SEEDS, RATES, SRP_METHODS, PET_METHODS, args.measure, args.threads,
                            args.repeats))
@@ -395,6 +450,8 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop_running_stages())
     record_commit(args.out, args.command)
+    for line in unpack(args.carry, args.out):
+        print(f"[carry] restored {line}", flush=True)
     with lock:
         bench.run_all()
 

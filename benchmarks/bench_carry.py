@@ -1,0 +1,146 @@
+"""Carry a long benchmark's state to another machine through the repository.
+
+A benchmark that needs many sessions keeps its state folder on the machine
+that runs it; when that machine is replaced between sessions, every CPU-hour
+in it is gone and the run starts again from nothing. :func:`pack` writes the
+least that lets another machine go on, small enough to commit:
+
+- every finished stage's ``result.json``, and ``trainer.json`` (update count,
+  epoch curve: what the report and later stages read of a finished run);
+- the checkpoints that later stages start from, whole in float32 (exact), less
+  the optimizer moments unless the consumer continues that optimizer;
+- each unfinished training stage's ``checkpoint_last.pt`` (and its
+  ``checkpoint_best.pt`` when that is an earlier update) with float16 weights
+  and no optimizer moments. The run goes on as fairseq's ``--reset-optimizer``
+  would have it: same update count, LR schedule, epoch, data position and RNG,
+  fresh Adam moments, weights rounded to float16 once.
+
+:func:`unpack` restores those files into a state folder, never over a stage
+that folder already has, so it is safe to call at every start. Absolute paths
+into the state folder (result.json's checkpoint, ...) are stored relative to
+it and rewritten for wherever the state folder is now.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pet.checkpoint import load_checkpoint
+from pet.data.fileio import atomic_write_text, atomic_write_with
+
+OUT_TOKEN = "${STATE}"
+MANIFEST = "carried.json"
+
+
+@dataclass(frozen=True)
+class CarryPolicy:
+    """What later stages need of a finished stage (by its name relative to the state folder)."""
+
+    needs_checkpoint: Callable[[str], bool]
+    needs_optimizer: Callable[[str], bool] = lambda name: False
+
+
+def _stage_dirs(out: Path) -> list[Path]:
+    found = {p.parent for pattern in ("result.json", "checkpoint_last.pt") for p in out.rglob(pattern)}
+    return sorted(d for d in found if "outputs" not in d.relative_to(out).parts)
+
+
+def _slim(ckpt: dict[str, Any], half: bool, keep_optimizer: bool) -> dict[str, Any]:
+    slim = dict(ckpt)
+    if half:
+        slim["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    if "optimizer" in ckpt and not keep_optimizer:
+        slim["optimizer"] = {"state": {}, "param_groups": ckpt["optimizer"]["param_groups"]}
+    slim["carried"] = {"weights": "float16" if half else "float32",
+                       "optimizer_moments": "kept" if keep_optimizer else "reset"}
+    return slim
+
+
+def _restore(path: Path) -> dict[str, Any]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    return ckpt
+
+
+def _updates(ckpt_path: Path) -> int:
+    return int(load_checkpoint(ckpt_path)["trainer"]["num_updates"])
+
+
+def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
+    """Write ``out``'s carryable state to ``carry`` (replacing what was there); returns one line per file."""
+    staging = carry.with_name(carry.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    lines: list[str] = []
+    manifest: dict[str, Any] = {}
+    for stage in _stage_dirs(out):
+        name = stage.relative_to(out).as_posix()
+        dest = staging / name
+        dest.mkdir(parents=True, exist_ok=True)
+        entry: dict[str, Any] = {}
+        last = stage / "checkpoint_last.pt"
+        if last.exists():
+            trainer = load_checkpoint(last)["trainer"]
+            atomic_write_text(dest / "trainer.json", json.dumps(trainer))
+            entry["updates"] = trainer["num_updates"]
+        result = stage / "result.json"
+        if result.exists():
+            atomic_write_text(dest / "result.json", result.read_text().replace(str(out), OUT_TOKEN))
+            entry["finished"] = True
+            checkpoint = json.loads(result.read_text()).get("checkpoint")
+            if checkpoint and policy.needs_checkpoint(name) and Path(checkpoint).is_file():
+                source = Path(checkpoint)
+                keep = policy.needs_optimizer(name)
+                slim = _slim(load_checkpoint(source), half=False, keep_optimizer=keep)
+                atomic_write_with(dest / source.name, lambda tmp, s=slim: torch.save(s, tmp))
+                entry["checkpoint"] = source.name
+        elif last.exists():
+            entry["finished"] = False
+            ckpts = [last]
+            best = stage / "checkpoint_best.pt"
+            if best.exists() and _updates(best) != entry["updates"]:
+                ckpts.append(best)
+            for source in ckpts:
+                slim = _slim(load_checkpoint(source), half=True, keep_optimizer=False)
+                atomic_write_with(dest / source.name, lambda tmp, s=slim: torch.save(s, tmp))
+            entry["checkpoints"] = [c.name for c in ckpts]
+        manifest[name] = entry
+        size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
+        lines.append(f"{name}: {'finished' if entry['finished'] else 'at update ' + str(entry['updates'])}, "
+                     f"{', '.join(sorted(f.name for f in dest.iterdir()))} ({size:.1f} MiB)")
+    atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    old = carry.with_name(carry.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if carry.exists():
+        carry.rename(old)
+    staging.rename(carry)
+    shutil.rmtree(old, ignore_errors=True)
+    return lines
+
+
+def unpack(carry: Path, out: Path) -> list[str]:
+    """Restore each carried stage that ``out`` does not have yet; returns one line per restored stage."""
+    manifest_path = carry / MANIFEST
+    if not manifest_path.exists():
+        return []
+    restored = []
+    for name, entry in json.loads(manifest_path.read_text()).items():
+        stage, source = out / name, carry / name
+        if (stage / "result.json").exists() or (stage / "checkpoint_last.pt").exists():
+            continue  # this machine has the stage already: its own state is at least as far
+        stage.mkdir(parents=True, exist_ok=True)
+        for ckpt in [*entry.get("checkpoints", []), *([entry["checkpoint"]] if "checkpoint" in entry else [])]:
+            state = _restore(source / ckpt)
+            atomic_write_with(stage / ckpt, lambda tmp, s=state: torch.save(s, tmp))
+        if (source / "trainer.json").exists():
+            shutil.copyfile(source / "trainer.json", stage / "trainer.json")
+        # result.json last: a stage counts as finished only once everything it hands on is in place
+        if (source / "result.json").exists():
+            atomic_write_text(stage / "result.json", (source / "result.json").read_text().replace(OUT_TOKEN, str(out)))
+        restored.append(f"{name}: {'finished' if entry.get('finished') else 'resumes at update ' + str(entry['updates'])}")
+    return restored
