@@ -5,7 +5,8 @@ that runs it; when that machine is replaced between sessions, every CPU-hour
 in it is gone and the run starts again from nothing. :func:`pack` writes the
 least that lets another machine go on, small enough to commit:
 
-- every finished stage's ``result.json``, and ``trainer.json`` (update count,
+- ``commits.json`` (which commit ran what, when), every finished stage's
+  ``result.json``, and ``trainer.json`` (update count,
   epoch curve: what the report and later stages read of a finished run);
 - the checkpoints that later stages start from, whole in float32 (exact), less
   the optimizer moments unless the consumer continues that optimizer;
@@ -36,6 +37,7 @@ from pet.data.fileio import atomic_write_text, atomic_write_with
 
 OUT_TOKEN = "${STATE}"
 MANIFEST = "carried.json"
+PROVENANCE = ("commits.json",)  # state-folder files that say how the results came about
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
         size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
         lines.append(f"{name}: {'finished' if entry['finished'] else 'at update ' + str(entry['updates'])}, "
                      f"{', '.join(sorted(f.name for f in dest.iterdir()))} ({size:.1f} MiB)")
+    for name in PROVENANCE:
+        if (out / name).exists():
+            shutil.copyfile(out / name, staging / name)
     atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     old = carry.with_name(carry.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -129,6 +134,10 @@ def unpack(carry: Path, out: Path) -> list[str]:
     if not manifest_path.exists():
         return []
     restored = []
+    for name in PROVENANCE:
+        if (carry / name).exists() and not (out / name).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(carry / name, out / name)
     for name, entry in json.loads(manifest_path.read_text()).items():
         stage, source = out / name, carry / name
         if (stage / "result.json").exists() or (stage / "checkpoint_last.pt").exists():

@@ -237,7 +237,9 @@ class Bench:
                Task("teacher_en_de", lambda: self.teacher("en_de")),
                Task("tiny_teacher_en_de", self.tiny_teacher)]
         if not self.args.smoke:  # a smoke teacher stops within its first epoch: no epoch checkpoints to average
-            out += [Task(f"average teacher_{d}", lambda d=d: self.average(d), [self.result(f"teacher_{d}")])
+            # needs the teacher's epoch checkpoints, which stay on the machine that trained it (not carried)
+            out += [Task(f"average teacher_{d}", lambda d=d: self.average(d),
+                         [self.result(f"teacher_{d}"), self.out / f"teacher_{d}" / "checkpoint_last.pt"])
                     for d in DIRECTIONS]
         for seed in SEEDS:
             for rate in RATES:
@@ -268,7 +270,8 @@ class Bench:
                     running[pool.submit(task.run)] = task
                 if not running:
                     if pending:
-                        print(f"[task] nothing can start: {[t.name for t in pending]} wait for failed {failed}", flush=True)
+                        waits = {t.name: [str(p) for p in t.needs if not p.exists()] for t in pending}
+                        print(f"[task] nothing can start (failed: {failed or 'none'}); waiting for: {waits}", flush=True)
                     break
                 done, _ = wait(running, timeout=60, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -449,9 +452,9 @@ def main() -> None:
     lock = hold_driver_lock(args.out)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop_running_stages())
-    record_commit(args.out, args.command)
-    for line in unpack(args.carry, args.out):
+    for line in unpack(args.carry, args.out):  # before record_commit: it restores the carried commits.json
         print(f"[carry] restored {line}", flush=True)
+    record_commit(args.out, args.command)
     with lock:
         bench.run_all()
 

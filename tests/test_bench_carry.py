@@ -54,11 +54,13 @@ def test_finished_stage_carries_its_result_exact_checkpoint_and_new_paths(demo_r
     here, there, carry = tmp_path / "here", tmp_path / "there", tmp_path / "carry"
     result = train(demo_root, here / "teacher", updates=3)
     shutil.copytree(here / "teacher", here / "unneeded")
+    (here / "commits.json").write_text('{"run": [{"commit": "abc"}]}')
 
     pack(here, carry, CarryPolicy(needs_checkpoint=lambda name: name == "teacher"))
     assert not list((carry / "unneeded").glob("*.pt")) and (carry / "unneeded" / "result.json").exists()
     unpack(carry, there)
 
+    assert (there / "commits.json").read_text() == '{"run": [{"commit": "abc"}]}'
     moved = json.loads((there / "teacher" / "result.json").read_text())
     assert moved["checkpoint"] == result["checkpoint"].replace(str(here), str(there))
     original, restored = load_checkpoint(result["checkpoint"]), load_checkpoint(moved["checkpoint"])
