@@ -1,5 +1,6 @@
 """The benchmark carry: a long run's state taken to another machine goes on where it was."""
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -10,8 +11,10 @@ from pet.checkpoint import load_checkpoint, save_checkpoint
 from pet.stages import run_stage
 from tests.conftest import REPO, TINY, compose_cfg
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-from bench_carry import CarryPolicy, pack, unpack  # noqa: E402
+_spec = importlib.util.spec_from_file_location("bench_carry", REPO / "benchmarks" / "bench_carry.py")
+bench_carry = sys.modules["bench_carry"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_carry)  # a benchmark script's module, not part of the pet package
+CarryPolicy, pack, unpack = bench_carry.CarryPolicy, bench_carry.pack, bench_carry.unpack
 
 TRAIN = [*TINY, "stage=pretrain", "trainer.save_interval_updates=3", "trainer.max_epoch=0", "trainer.patience=0"]
 
