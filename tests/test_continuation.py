@@ -8,6 +8,7 @@ import torch
 
 import pet.runtime
 from pet.checkpoint import load_checkpoint
+from pet.errors import ConfigError
 from pet.stages import run_stage
 from pet.training.schedule import ConstantSchedule, InverseSqrtSchedule, continuation_schedule, final_lr
 from pet.training.trainer import Trainer
@@ -84,6 +85,20 @@ def test_continued_optimizer_takes_this_stages_hyper_parameters(demo_root, tmp_p
     assert second.state.num_updates == 2
     p = group["params"][0]
     torch.testing.assert_close(second.optimizer.state[p]["exp_avg"], first.optimizer.state[first.optimizer.param_groups[0]["params"][0]]["exp_avg"])
+
+
+def test_continued_schedule_already_at_the_budget_is_refused_before_training(demo_root, tmp_path):
+    """A continued update count that meets trainer.max_update would end the stage with no model to hand on."""
+    first = make_trainer(compose_cfg(demo_root, *TRAIN, f"paths.run_dir={tmp_path}/a"))
+    for batch in first.train_sampler.batches_for_epoch(1)[:2]:
+        first.train_step([batch])
+    ckpt = {"spec": first.model.spec.to_dict(), "model": first.model.state_dict(), **first.state_dict()}
+    at_budget = make_trainer(compose_cfg(demo_root, *TRAIN, "trainer.max_update=2", f"paths.run_dir={tmp_path}/b"))
+    with pytest.raises(ConfigError, match=r"warm-up.pt ends at update 2 .* trainer.max_update=2 leaves nothing to train"):
+        at_budget.continue_schedule_from(ckpt, "warm-up.pt")
+    above = make_trainer(compose_cfg(demo_root, *TRAIN, "trainer.max_update=3", f"paths.run_dir={tmp_path}/c"))
+    above.continue_schedule_from(ckpt, "warm-up.pt")
+    assert above.fit().num_updates == 3
 
 
 class Captured(Exception):

@@ -25,7 +25,7 @@ from torch import nn
 from pet.checkpoint import save_checkpoint
 from pet.data.batch import Batch
 from pet.data.batching import TokenBatchSampler
-from pet.errors import CheckpointError
+from pet.errors import CheckpointError, ConfigError
 from pet.runtime import rng_state, set_rng_state
 from pet.training.checkpoints import best_on_disk, better, keep_epoch_checkpoints
 from pet.training.criterion import LN2, LabelSmoothedCrossEntropy, LossFn
@@ -171,6 +171,13 @@ class Trainer:
         for group, own in zip(self.optimizer.param_groups, hyper):
             group.update(own)
         self.state.num_updates = int(ckpt["trainer"]["num_updates"])
+        if self.budget.max_update and self.state.num_updates >= self.budget.max_update:
+            # Otherwise the stage would end before its first update, with no model to hand on.
+            raise ConfigError(
+                f"{source} ends at update {self.state.num_updates} and a continued schedule counts those updates, "
+                f"so trainer.max_update={self.budget.max_update} leaves nothing to train; set trainer.max_update to "
+                f"{self.state.num_updates} plus the updates this stage should make, or distill.continue_schedule=false"
+            )
 
     def save(self, name: str) -> Path:
         path = self.run_dir / name
