@@ -18,8 +18,9 @@ least that lets another machine go on, small enough to commit:
 
 :func:`unpack` restores those files into a state folder, never over a stage
 that folder already has, so it is safe to call at every start. Absolute paths
-into the state folder (result.json's checkpoint, ...) are stored relative to
-it and rewritten for wherever the state folder is now.
+into the state folder (result.json's checkpoint, a checkpoint's config and
+pruning chain origin, ...) are stored relative to it and rewritten for
+wherever the state folder is now.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 from pet.checkpoint import load_checkpoint
 from pet.data.fileio import atomic_write_text, atomic_write_with
 
-OUT_TOKEN = "${STATE}"
+OUT_TOKEN = "<state folder>/"  # stands for the state folder's path (with its "/") in carried files
 MANIFEST = "carried.json"
 PROVENANCE = ("commits.json",)  # state-folder files that say how the results came about
 
@@ -53,6 +54,22 @@ def _stage_dirs(out: Path) -> list[Path]:
     return sorted(d for d in found if "outputs" not in d.relative_to(out).parts)
 
 
+def _rewrite(value: Any, old: str, new: str) -> Any:
+    """``value`` with ``old`` replaced by ``new`` in every string inside it (tensors untouched)."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {k: _rewrite(v, old, new) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_rewrite(v, old, new) for v in value)
+    return value
+
+
+def _relocated(ckpt: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A checkpoint's paths (its config, the pruning chain's origin, ...) moved from ``old`` to ``new``."""
+    return {k: v if k in ("model", "optimizer", "rng") else _rewrite(v, old, new) for k, v in ckpt.items()}
+
+
 def _slim(ckpt: dict[str, Any], half: bool, keep_optimizer: bool) -> dict[str, Any]:
     slim = dict(ckpt)
     if half:
@@ -64,8 +81,8 @@ def _slim(ckpt: dict[str, Any], half: bool, keep_optimizer: bool) -> dict[str, A
     return slim
 
 
-def _restore(path: Path) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+def _restore(path: Path, out: Path) -> dict[str, Any]:
+    ckpt = _relocated(torch.load(path, map_location="cpu", weights_only=True), OUT_TOKEN, f"{out}/")
     ckpt["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     return ckpt
 
@@ -88,17 +105,17 @@ def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
         last = stage / "checkpoint_last.pt"
         if last.exists():
             trainer = load_checkpoint(last)["trainer"]
-            atomic_write_text(dest / "trainer.json", json.dumps(trainer))
+            atomic_write_text(dest / "trainer.json", json.dumps(_rewrite(trainer, f"{out}/", OUT_TOKEN)))
             entry["updates"] = trainer["num_updates"]
         result = stage / "result.json"
         if result.exists():
-            atomic_write_text(dest / "result.json", result.read_text().replace(str(out), OUT_TOKEN))
+            atomic_write_text(dest / "result.json", result.read_text().replace(f"{out}/", OUT_TOKEN))
             entry["finished"] = True
             checkpoint = json.loads(result.read_text()).get("checkpoint")
             if checkpoint and policy.needs_checkpoint(name) and Path(checkpoint).is_file():
                 source = Path(checkpoint)
                 keep = policy.needs_optimizer(name)
-                slim = _slim(load_checkpoint(source), half=False, keep_optimizer=keep)
+                slim = _relocated(_slim(load_checkpoint(source), half=False, keep_optimizer=keep), f"{out}/", OUT_TOKEN)
                 atomic_write_with(dest / source.name, lambda tmp, s=slim: torch.save(s, tmp))
                 entry["checkpoint"] = source.name
         elif last.exists():
@@ -108,7 +125,7 @@ def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
             if best.exists() and _updates(best) != entry["updates"]:
                 ckpts.append(best)
             for source in ckpts:
-                slim = _slim(load_checkpoint(source), half=True, keep_optimizer=False)
+                slim = _relocated(_slim(load_checkpoint(source), half=True, keep_optimizer=False), f"{out}/", OUT_TOKEN)
                 atomic_write_with(dest / source.name, lambda tmp, s=slim: torch.save(s, tmp))
             entry["checkpoints"] = [c.name for c in ckpts]
         manifest[name] = entry
@@ -144,12 +161,12 @@ def unpack(carry: Path, out: Path) -> list[str]:
             continue  # this machine has the stage already: its own state is at least as far
         stage.mkdir(parents=True, exist_ok=True)
         for ckpt in [*entry.get("checkpoints", []), *([entry["checkpoint"]] if "checkpoint" in entry else [])]:
-            state = _restore(source / ckpt)
+            state = _restore(source / ckpt, out)
             atomic_write_with(stage / ckpt, lambda tmp, s=state: torch.save(s, tmp))
         if (source / "trainer.json").exists():
-            shutil.copyfile(source / "trainer.json", stage / "trainer.json")
+            atomic_write_text(stage / "trainer.json", (source / "trainer.json").read_text().replace(OUT_TOKEN, f"{out}/"))
         # result.json last: a stage counts as finished only once everything it hands on is in place
         if (source / "result.json").exists():
-            atomic_write_text(stage / "result.json", (source / "result.json").read_text().replace(OUT_TOKEN, str(out)))
+            atomic_write_text(stage / "result.json", (source / "result.json").read_text().replace(OUT_TOKEN, f"{out}/"))
         restored.append(f"{name}: {'finished' if entry.get('finished') else 'resumes at update ' + str(entry['updates'])}")
     return restored

@@ -135,9 +135,15 @@ class Bench:
                 f"paths.output_root={self.out / 'outputs'}", f"paths.shared_data={a.shared / 'data'}"]
 
     def stage(self, name: str, overrides: list[str]) -> dict[str, Any]:
-        smoke = ["trainer.max_update=4", "generation.max_examples=8", "pruning.importance_batches=2"]
+        smoke = ["generation.max_examples=8", "pruning.importance_batches=2"]
+        if not any(o.startswith("trainer.max_update=") for o in overrides):
+            smoke.append("trainer.max_update=4")  # stages with their own update budget keep it (see student_updates)
         return run_pet_stage(name, self.out / name, [*self.common(), *overrides, *(smoke if self.args.smoke else [])],
                              threads=1)
+
+    def student_updates(self) -> tuple[int, int]:
+        """PET's (student updates in all, warm-up updates), a few of each under --smoke."""
+        return (8, 4) if self.args.smoke else (STUDENT_UPDATES, WARMUP_UPDATES)
 
     def result(self, name: str) -> Path:
         return self.out / name / "result.json"
@@ -218,16 +224,17 @@ class Bench:
         data = [f"data={DIRECTIONS['en_de']}", "model=pet_student_small", *RECIPE, f"trainer.seed={seed}",
                 "trainer.max_epoch=0", "trainer.patience=0"]
         teacher, tiny = self.checkpoint("teacher_en_de"), self.checkpoint("tiny_teacher_en_de")
-        kd = ["stage=distill", "distill=kd", f"distill.teacher={tiny}", f"trainer.max_update={STUDENT_UPDATES}"]
+        student, warmup = self.student_updates()
+        kd = ["stage=distill", "distill=kd", f"distill.teacher={tiny}", f"trainer.max_update={student}"]
         if method == "pet":
             warm = self.stage(f"{root}/warmup", [*data, "stage=distill", "distill=warmup", f"distill.teacher={teacher}",
-                                                 "distill.from_scratch=true", f"trainer.max_update={WARMUP_UPDATES}"])
+                                                 "distill.from_scratch=true", f"trainer.max_update={warmup}"])
             final = self.stage(f"{root}/kd", [*data, *kd, f"init_from={warm['checkpoint']}",
                                               "distill.continue_schedule=true"])
         elif method == "kd_only":
             final = self.stage(f"{root}/kd", [*data, *kd, "distill.from_scratch=true"])
         else:
-            final = self.stage(f"{root}/train", [*data, "stage=pretrain", f"trainer.max_update={STUDENT_UPDATES}"])
+            final = self.stage(f"{root}/train", [*data, "stage=pretrain", f"trainer.max_update={student}"])
         self.evaluate(root, DIRECTIONS["en_de"], final["checkpoint"])
 
     def tasks(self) -> list[Task]:
@@ -358,7 +365,11 @@ def carry_policy(out: Path) -> CarryPolicy:
             return not finished(f"{chain}/kd")
         return parts[2] == "seed1" or not finished(f"eval/{chain}")  # a final model
 
-    return CarryPolicy(needs_checkpoint, needs_optimizer=lambda name: name.endswith("/warmup"))
+    def needs_optimizer(name: str) -> bool:  # PET's KD continues the warm-up's optimizer until it has its own
+        kd = out / name.removesuffix("/warmup") / "kd"
+        return name.endswith("/warmup") and not (kd / "checkpoint_last.pt").exists()
+
+    return CarryPolicy(needs_checkpoint, needs_optimizer)
 
 
 def driver_pid(out: Path) -> int | None:
@@ -441,6 +452,9 @@ def main() -> None:
         bench.status()
         return
     if args.command == "carry":
+        if driver_pid(args.out):
+            print(f"warning: a driver (pid {driver_pid(args.out)}) still trains; this carry holds its last saved "
+                  "checkpoints, not what it reaches after now (`stop` first for the latest)", flush=True)
         print("\n".join(pack(args.out, args.carry, carry_policy(args.out))))
         print(f"written: {args.carry}")
         return

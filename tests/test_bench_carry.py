@@ -69,6 +69,7 @@ def test_finished_stage_carries_its_result_exact_checkpoint_and_new_paths(demo_r
     original, restored = load_checkpoint(result["checkpoint"]), load_checkpoint(moved["checkpoint"])
     assert all(torch.equal(original["model"][k], restored["model"][k]) for k in original["model"])
     assert restored["optimizer"]["state"] == {}
+    assert str(here) not in json.dumps(restored["config"]) and f"{there}/teacher" in json.dumps(restored["config"])
     last = load_checkpoint(here / "teacher" / "checkpoint_last.pt")["trainer"]
     assert json.loads((there / "teacher" / "trainer.json").read_text()) == last and last["num_updates"] == 3
 
