@@ -92,7 +92,8 @@ def _updates(ckpt_path: Path) -> int:
 
 
 def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
-    """Write ``out``'s carryable state to ``carry`` (replacing what was there); returns one line per file."""
+    """Write ``out``'s carryable state to ``carry`` (in place of the earlier carry, whose stages ``out``
+    lacks it keeps); returns one line per stage."""
     staging = carry.with_name(carry.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     lines: list[str] = []
@@ -132,9 +133,18 @@ def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
         size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
         lines.append(f"{name}: {'finished' if entry['finished'] else 'at update ' + str(entry['updates'])}, "
                      f"{', '.join(sorted(f.name for f in dest.iterdir()))} ({size:.1f} MiB)")
+    # stages carried earlier that this state folder lacks stay carried (e.g. packed before unpacking)
+    earlier = json.loads((carry / MANIFEST).read_text()) if (carry / MANIFEST).exists() else {}
+    for name, entry in earlier.items():
+        if name not in manifest:
+            shutil.copytree(carry / name, staging / name)
+            manifest[name] = entry
+            lines.append(f"{name}: kept from the earlier carry")
     for name in PROVENANCE:
         if (out / name).exists():
             shutil.copyfile(out / name, staging / name)
+        elif (carry / name).exists():
+            shutil.copyfile(carry / name, staging / name)
     atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
     old = carry.with_name(carry.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -160,12 +170,14 @@ def unpack(carry: Path, out: Path) -> list[str]:
         if (stage / "result.json").exists() or (stage / "checkpoint_last.pt").exists():
             continue  # this machine has the stage already: its own state is at least as far
         stage.mkdir(parents=True, exist_ok=True)
-        for ckpt in [*entry.get("checkpoints", []), *([entry["checkpoint"]] if "checkpoint" in entry else [])]:
-            state = _restore(source / ckpt, out)
-            atomic_write_with(stage / ckpt, lambda tmp, s=state: torch.save(s, tmp))
         if (source / "trainer.json").exists():
             atomic_write_text(stage / "trainer.json", (source / "trainer.json").read_text().replace(OUT_TOKEN, f"{out}/"))
-        # result.json last: a stage counts as finished only once everything it hands on is in place
+        # checkpoint_last.pt, then result.json, last: either marks the stage as present on this machine,
+        # so an unpack cut short is redone at the next start
+        ckpts = [*entry.get("checkpoints", []), *([entry["checkpoint"]] if "checkpoint" in entry else [])]
+        for ckpt in sorted(ckpts, key=lambda name: name == "checkpoint_last.pt"):
+            state = _restore(source / ckpt, out)
+            atomic_write_with(stage / ckpt, lambda tmp, s=state: torch.save(s, tmp))
         if (source / "result.json").exists():
             atomic_write_text(stage / "result.json", (source / "result.json").read_text().replace(OUT_TOKEN, f"{out}/"))
         restored.append(f"{name}: {'finished' if entry.get('finished') else 'resumes at update ' + str(entry['updates'])}")

@@ -81,3 +81,15 @@ def test_unpack_never_replaces_a_stage_this_machine_has(demo_root, tmp_path):
     before = (here / "teacher" / "checkpoint_last.pt").stat().st_mtime_ns
     assert unpack(carry, here) == []
     assert (here / "teacher" / "checkpoint_last.pt").stat().st_mtime_ns == before
+
+
+def test_packing_again_keeps_carried_stages_this_machine_lacks(demo_root, tmp_path):
+    here, elsewhere, carry = tmp_path / "here", tmp_path / "elsewhere", tmp_path / "carry"
+    train(demo_root, here / "teacher", updates=3)
+    pack(here, carry, CarryPolicy(needs_checkpoint=lambda name: True))
+    train(demo_root, elsewhere / "student", updates=3)  # a machine that never unpacked the teacher
+    lines = pack(elsewhere, carry, CarryPolicy(needs_checkpoint=lambda name: True))
+    assert "teacher: kept from the earlier carry" in lines
+    assert sorted(json.loads((carry / "carried.json").read_text())) == ["student", "teacher"]
+    assert unpack(carry, tmp_path / "new") == ["student: finished", "teacher: finished"]
+    assert (tmp_path / "new" / "teacher" / "checkpoint_best.pt").exists()
