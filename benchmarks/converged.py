@@ -301,6 +301,11 @@ class Bench:
     def status(self) -> None:
         pid = driver_pid(self.out)
         print(f"driver: {'pid ' + str(pid) if pid else 'not running'}")
+        manifest = self.args.carry / "carried.json"
+        if manifest.exists():
+            carried = json.loads(manifest.read_text())
+            done = sum(bool(e.get("finished")) for e in carried.values())
+            print(f"carry: {len(carried)} stages ({done} finished) in {self.args.carry}")
         for task in self.tasks():
             print(f"{'ready' if task.ready() else 'waits':<6} {task.name}")
         for name in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"):
