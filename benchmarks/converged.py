@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from bench_carry import CarryPolicy, pack, unpack  # benchmarks/ is on sys.path when run as a script
+from bench_carry import MANIFEST, CarryPolicy, pack, unpack  # benchmarks/ is on sys.path when run as a script
 from converged_report import write_report
 from stage_runner import REPO, StageStopped, run_pet_stage, stop_running_stages, stopping
 
@@ -301,7 +301,7 @@ class Bench:
     def status(self) -> None:
         pid = driver_pid(self.out)
         print(f"driver: {'pid ' + str(pid) if pid else 'not running'}")
-        manifest = self.args.carry / "carried.json"
+        manifest = self.args.carry / MANIFEST
         if manifest.exists():
             carried = json.loads(manifest.read_text())
             done = sum(bool(e.get("finished")) for e in carried.values())
