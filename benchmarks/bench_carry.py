@@ -87,8 +87,9 @@ def _restore(path: Path, out: Path) -> dict[str, Any]:
     return ckpt
 
 
-def _updates(ckpt_path: Path) -> int:
-    return int(load_checkpoint(ckpt_path)["trainer"]["num_updates"])
+def _write_slim(ckpt: dict[str, Any], dest: Path, out: Path, half: bool, keep_optimizer: bool) -> None:
+    slim = _relocated(_slim(ckpt, half=half, keep_optimizer=keep_optimizer), f"{out}/", OUT_TOKEN)
+    atomic_write_with(dest, lambda tmp: torch.save(slim, tmp))
 
 
 def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
@@ -104,8 +105,9 @@ def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
         dest.mkdir(parents=True, exist_ok=True)
         entry: dict[str, Any] = {}
         last = stage / "checkpoint_last.pt"
-        if last.exists():
-            trainer = load_checkpoint(last)["trainer"]
+        last_state = load_checkpoint(last) if last.exists() else None  # loaded once: record and carried copy
+        if last_state is not None:
+            trainer = last_state["trainer"]
             atomic_write_text(dest / "trainer.json", json.dumps(_rewrite(trainer, f"{out}/", OUT_TOKEN)))
             entry["updates"] = trainer["num_updates"]
         result = stage / "result.json"
@@ -115,20 +117,19 @@ def pack(out: Path, carry: Path, policy: CarryPolicy) -> list[str]:
             checkpoint = json.loads(result.read_text()).get("checkpoint")
             if checkpoint and policy.needs_checkpoint(name) and Path(checkpoint).is_file():
                 source = Path(checkpoint)
-                keep = policy.needs_optimizer(name)
-                slim = _relocated(_slim(load_checkpoint(source), half=False, keep_optimizer=keep), f"{out}/", OUT_TOKEN)
-                atomic_write_with(dest / source.name, lambda tmp, s=slim: torch.save(s, tmp))
+                _write_slim(load_checkpoint(source), dest / source.name, out, half=False,
+                            keep_optimizer=policy.needs_optimizer(name))
                 entry["checkpoint"] = source.name
-        elif last.exists():
+        elif last_state is not None:
             entry["finished"] = False
-            ckpts = [last]
+            ckpts = {last.name: last_state}
             best = stage / "checkpoint_best.pt"
-            if best.exists() and _updates(best) != entry["updates"]:
-                ckpts.append(best)
-            for source in ckpts:
-                slim = _relocated(_slim(load_checkpoint(source), half=True, keep_optimizer=False), f"{out}/", OUT_TOKEN)
-                atomic_write_with(dest / source.name, lambda tmp, s=slim: torch.save(s, tmp))
-            entry["checkpoints"] = [c.name for c in ckpts]
+            best_state = load_checkpoint(best) if best.exists() else None
+            if best_state is not None and best_state["trainer"]["num_updates"] != entry["updates"]:
+                ckpts[best.name] = best_state
+            for ckpt_name, state in ckpts.items():
+                _write_slim(state, dest / ckpt_name, out, half=True, keep_optimizer=False)
+            entry["checkpoints"] = list(ckpts)
         manifest[name] = entry
         size = sum(f.stat().st_size for f in dest.iterdir()) / 2**20
         lines.append(f"{name}: {'finished' if entry['finished'] else 'at update ' + str(entry['updates'])}, "
