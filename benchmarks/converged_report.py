@@ -194,7 +194,13 @@ def _num(value: Optional[float], fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _share(parameters: Optional[int], base: Optional[int]) -> str:
+    """``parameters`` as a percentage of ``base`` (its teacher's), or '-' while either is missing."""
+    return "-" if not parameters or not base else f"{100 * parameters / base:.1f} %"
+
+
 def markdown(teachers, srp, pet, speed, targets) -> str:
+    teacher_params = {t["model"]: t["parameters"] for t in teachers}
     lines = ["## Teachers (test set, beam 5)", "",
              "| model | epochs | updates | best valid loss (epoch) | BLEU | sacreBLEU | parameters | MFLOPs/token |",
              "|---|---|---|---|---|---|---|---|"]
@@ -210,15 +216,19 @@ def markdown(teachers, srp, pet, speed, targets) -> str:
     lines += ["", f"fairseq transformer_iwslt_de_en on the full 160k-pair de->en data: {FAIRSEQ_DE_EN} "
               "tokenized BLEU (a ceiling for transformer_small on the 26.9k-pair subset).", "",
               "## SRP de->en (test BLEU, mean ± half the spread over seeds)", "",
-              "| method | rate | seeds | BLEU | sacreBLEU | parameters | MFLOPs/token |", "|---|---|---|---|---|---|---|"]
+              "| method | rate | seeds | BLEU | sacreBLEU | parameters | of teacher | MFLOPs/token |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in srp:
         lines.append(f"| {r['method']} | {r['rate']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | "
-                     f"{_num(r['parameters'], ',')} | {_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
-    lines += ["", "## PET en->de (test BLEU)", "", "| student | seeds | BLEU | sacreBLEU | parameters | MFLOPs/token |",
-              "|---|---|---|---|---|---|"]
+                     f"{_num(r['parameters'], ',')} | {_share(r['parameters'], teacher_params.get('teacher_de_en'))} | "
+                     f"{_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
+    lines += ["", "## PET en->de (test BLEU)", "",
+              "| student | seeds | BLEU | sacreBLEU | parameters | of teacher | of tiny teacher | MFLOPs/token |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in pet:
         lines.append(f"| {r['method']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | "
-                     f"{_num(r['parameters'], ',')} | {_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
+                     f"{_num(r['parameters'], ',')} | {_share(r['parameters'], teacher_params.get('teacher_en_de'))} | "
+                     f"{_share(r['parameters'], teacher_params.get('tiny_teacher_en_de'))} | {_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
     if speed:
         first = speed[0]
         lines += ["", f"## Speed (beam 5, 25+25 tokens, {first['threads']} threads, median of {first['repeats']} "

@@ -1,0 +1,53 @@
+"""The converged benchmark's report: its verdicts follow the numbers, and missing runs show as missing."""
+
+import importlib.util
+import json
+import sys
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+_spec = importlib.util.spec_from_file_location("converged_report", REPO / "benchmarks" / "converged_report.py")
+report = sys.modules["converged_report"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)  # a benchmark script's module, not part of the pet package
+
+SEEDS, RATES = (1, 2), (0.5,)
+SRP, PET = ("two_stage", "oneshot", "random", "single_stage"), ("pet", "kd_only", "scratch")
+
+
+def evaluated(out, name: str, bleu: float, parameters: int) -> None:
+    path = out / "eval" / name / "result.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"metrics": {"bleu": bleu, "sacrebleu": bleu - 0.5, "parameters": parameters},
+                                "checkpoint": str(out / name / "absent.pt")}))
+
+
+def curve(run_dir):
+    return [{"epoch": 1, "updates": 10, "valid_loss": 7.0}, {"epoch": 2, "updates": 20, "valid_loss": 6.5}] \
+        if run_dir.name == "teacher_de_en" else []
+
+
+def test_report_decides_each_target_on_mean_and_seed_spread(tmp_path):
+    evaluated(tmp_path, "teacher_de_en", 30.0, 1000)
+    evaluated(tmp_path, "teacher_en_de", 25.0, 2000)
+    for seed, two, one, rnd in ((1, 29.5, 28.0, 29.0), (2, 29.7, 28.2, 29.6)):
+        evaluated(tmp_path, f"srp/two_stage@0.5/seed{seed}", two, 500)
+        evaluated(tmp_path, f"srp/oneshot@0.5/seed{seed}", one, 500)
+        evaluated(tmp_path, f"srp/random@0.5/seed{seed}", rnd, 500)
+    evaluated(tmp_path, "pet/pet/seed1", 20.0, 400)
+    evaluated(tmp_path, "pet/scratch/seed1", 21.0, 400)
+
+    text = report.write_report(tmp_path, curve, SEEDS, RATES, SRP, PET, measure=False, threads=1, repeats=1)
+
+    targets = json.loads((tmp_path / "report.json").read_text())["targets"]
+    # two-stage 29.6 vs one-shot 28.1: margin 1.5 > spread 0.2
+    assert "beats oneshot at rate 0.5 by more than the seed spread: met (margin +1.50 BLEU, spread 0.20" in targets[0]
+    # vs random 29.3: margin 0.3 < random's own spread 0.6
+    assert "beats random at rate 0.5 by more than the seed spread: MISSED (margin +0.30 BLEU, spread 0.60" in targets[1]
+    assert not any("single_stage" in t for t in targets)  # not run yet: no verdict
+    assert "within 1 BLEU of its teacher: met (-0.40 BLEU)" in targets[2]
+    assert "PET student beats scratch: MISSED (margin -1.00 BLEU" in targets[3]
+    assert "| two_stage | 0.5 | 2 | 29.60 ± 0.10 (n=2) | 29.10 ± 0.10 (n=2) | 500 | 50.0 % | - |" in text
+    assert "| single_stage | 0.5 | 0 | - | - | - | - | - |" in text
+    assert "| pet | 1 | 20.00 | 19.50 | 400 | 20.0 % | - | - |" in text  # no tiny teacher yet
+    assert "- teacher_de_en: 1: 7.00, 2: 6.50" in text
