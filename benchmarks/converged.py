@@ -241,13 +241,14 @@ class Bench:
         """Every task, in the order free workers take them up once ready."""
         t_de, t_en, tiny = (self.result(n) for n in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"))
         out = [Task("teacher_de_en", lambda: self.teacher("de_en")),
-               Task("teacher_en_de", lambda: self.teacher("en_de")),
-               Task("tiny_teacher_en_de", self.tiny_teacher)]
+               Task("teacher_en_de", lambda: self.teacher("en_de"))]
         if not self.args.smoke:  # a smoke teacher stops within its first epoch: no epoch checkpoints to average
-            # needs the teacher's epoch checkpoints, which stay on the machine that trained it (not carried)
+            # Next in line once its teacher is done: it needs the teacher's epoch checkpoints, which stay on
+            # the machine that trained it (a carry leaves them out), so it must not wait behind hours of work.
             out += [Task(f"average teacher_{d}", lambda d=d: self.average(d),
                          [self.result(f"teacher_{d}"), self.out / f"teacher_{d}" / "checkpoint_last.pt"])
                     for d in DIRECTIONS]
+        out.append(Task("tiny_teacher_en_de", self.tiny_teacher))
         for seed in SEEDS:
             for rate in RATES:
                 for method in SRP_METHODS:
