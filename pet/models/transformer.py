@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pet.models.dropout import dropout
 from pet.models.incremental import IncrementalCache, append_step, reorder_cache
 from pet.models.spec import AttentionSpec, LayerSpec, StackSpec, TransformerSpec
 
@@ -216,7 +217,7 @@ class FeedForward(nn.Module):
         x = F.relu(self.fc1(x))
         if self.c_fc is not None:
             x = x * self.c_fc
-        x = F.dropout(x, self.activation_dropout, self.training)
+        x = dropout(x, self.activation_dropout, self.training)
         return self.fc2(x)
 
 
@@ -232,9 +233,9 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Optional[Tensor], c_emb: Optional[Tensor], roles: str) -> Tensor:
         h = self.self_attn(x, None, key_padding_mask=padding_mask, roles=roles)
-        x = self.self_attn_layer_norm(x + F.dropout(h, self.dropout, self.training), c_emb)
+        x = self.self_attn_layer_norm(x + dropout(h, self.dropout, self.training), c_emb)
         h = self.ffn(x)
-        return self.final_layer_norm(x + F.dropout(h, self.dropout, self.training), c_emb)
+        return self.final_layer_norm(x + dropout(h, self.dropout, self.training), c_emb)
 
 
 class DecoderLayer(nn.Module):
@@ -267,11 +268,11 @@ class DecoderLayer(nn.Module):
             self_cache = cache.setdefault(f"{depth}.self", {})
             cross_cache = cache.setdefault(f"{depth}.cross", {})
         h = self.self_attn(x, None, causal=cache is None, cache=self_cache)
-        x = self.self_attn_layer_norm(x + F.dropout(h, self.dropout, self.training), c_emb)
+        x = self.self_attn_layer_norm(x + dropout(h, self.dropout, self.training), c_emb)
         h = self.encoder_attn(x, encoder_out, key_padding_mask=encoder_padding_mask, cache=cross_cache, static_kv=True)
-        x = self.encoder_attn_layer_norm(x + F.dropout(h, self.dropout, self.training), c_emb)
+        x = self.encoder_attn_layer_norm(x + dropout(h, self.dropout, self.training), c_emb)
         h = self.ffn(x)
-        return self.final_layer_norm(x + F.dropout(h, self.dropout, self.training), c_emb)
+        return self.final_layer_norm(x + dropout(h, self.dropout, self.training), c_emb)
 
 
 class Embedder(nn.Module):
@@ -305,7 +306,7 @@ class Embedder(nn.Module):
         x = self.embed_scale * self.embed_tokens(tokens) + self.positions[first : first + t]
         if self.c_emb is not None:
             x = x * self.c_emb
-        return F.dropout(x, self.dropout, self.training)
+        return dropout(x, self.dropout, self.training)
 
 
 @dataclass
