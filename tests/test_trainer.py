@@ -173,6 +173,40 @@ def test_best_checkpoint_by_validation_bleu(demo_root, tmp_path):
     assert state.best_valid_bleu == 7.0
 
 
+def test_patience_min_delta_restarts_the_count_only_on_a_larger_gain(demo_root, tmp_path):
+    """A curve creeping up by less than patience_min_delta per epoch has plateaued:
+    patience runs out although every epoch was a new best, and checkpoint_best.pt
+    still follows each of those small gains."""
+    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
+                      "trainer.patience=3", "trainer.patience_min_delta=1.0", f"paths.run_dir={tmp_path}")
+    scripted = iter([3.0, 7.0, 7.5, 7.9, 8.2, 9.5])
+    trainer = make_trainer(cfg)
+    trainer.validate_bleu = lambda: next(scripted)
+    state = trainer.fit()
+    assert state.stop_reason == "patience" and state.epoch == 6  # gains of 0.5, 0.4, 0.3 after epoch 2
+    assert load_checkpoint(tmp_path / "checkpoint_best.pt")["trainer"]["epoch"] == 6  # saved after epoch 5
+    assert state.best_valid_bleu == 8.2
+
+
+def test_patience_min_delta_on_the_validation_loss():
+    from pet.training.state import Budget, TrainState
+
+    def bad_epochs(losses, min_delta):
+        state, counts = TrainState(), []
+        for loss in losses:
+            improved = state.record_validation({"valid_loss": loss, "valid_nll_loss": loss}, True, False, min_delta)
+            counts.append((improved, state.bad_epochs))
+        return counts
+
+    losses = [6.0, 5.5, 5.495, 5.49, 5.6, 5.47]
+    assert bad_epochs(losses, 0.0) == [(True, 0), (True, 0), (True, 0), (True, 0), (False, 1), (True, 0)]
+    # 5.495 and 5.49 are new bests but within 0.01 of the best before them; 5.47 gains 0.02 on 5.49
+    assert bad_epochs(losses, 0.01) == [(True, 0), (True, 0), (True, 1), (True, 2), (False, 3), (True, 0)]
+    assert Budget(patience=6, patience_min_delta=0.01).early_stopping() == (
+        "early stopping after 6 epochs without a gain of more than 0.01")
+    assert Budget(patience=6).early_stopping() == "early stopping after 6 epochs without improvement"
+
+
 def test_an_overflowing_loss_scale_skips_steps_without_counting_them(demo_root, tmp_path):
     """fp16's GradScaler skips a step whose gradients overflowed: no update, as in
     fairseq (the counter, LR schedule and hooks do not advance), only the data does."""

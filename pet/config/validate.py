@@ -61,6 +61,7 @@ RANGES: dict[str, tuple[Any, Any, bool, bool]] = {
     "trainer.max_tokens": (1, None, True, True),
     "trainer.update_freq": (1, None, True, True),
     "trainer.batch_size_multiple": (1, None, True, True),
+    "trainer.patience_min_delta": (0.0, None, True, True),
     "generation.beam": (1, None, True, True),
     "pruning.compression_rate": (0.0, 1.0, False, False),
     "pruning.pruning_iter": (1, None, True, True),

@@ -28,10 +28,10 @@ def log_plan(*, pairs: int, batches: int, max_tokens: int, updates_per_epoch: in
                                              (t.max_time_minutes, "minutes")) if n]
     if limits:
         log.info("budget: %s (whichever comes first)%s", ", ".join(limits),
-                 f"; early stopping after {t.patience} epochs without improvement" if t.patience else "")
+                 f"; {t.early_stopping()}" if t.patience else "")
     elif t.patience:
-        log.warning("no budget set: training runs until the validation loss has not improved for %d epochs "
-                    "(set trainer.max_epoch, trainer.max_update or trainer.max_time_minutes to bound it)", t.patience)
+        log.warning("no budget set: training runs until %s (set trainer.max_epoch, trainer.max_update or "
+                    "trainer.max_time_minutes to bound it)", t.early_stopping())
     else:
         log.warning("no budget set: training never stops by itself; set trainer.max_epoch, trainer.max_update, "
                     "trainer.max_time_minutes or trainer.patience")

@@ -28,22 +28,24 @@ class TrainState:
     # learning curve that travels with every checkpoint
     curve: list = field(default_factory=list)
 
-    def record_validation(self, metrics: dict[str, float], complete: bool, by_bleu: bool) -> bool:
+    def record_validation(self, metrics: dict[str, float], complete: bool, by_bleu: bool,
+                          min_delta: float = 0.0) -> bool:
         """Note a validation's ``metrics`` (valid_loss, valid_nll_loss, and
         valid_bleu when ``by_bleu``): best values, epochs without improvement
         and the learning curve. Returns whether the model improved, by BLEU when
-        ``by_bleu`` (trainer.best_checkpoint_metric), else by the loss."""
+        ``by_bleu`` (trainer.best_checkpoint_metric), else by the loss. The
+        patience count restarts only on a gain of more than ``min_delta``."""
         self.last_valid_loss = metrics["valid_loss"]
         if by_bleu:
-            improved = metrics["valid_bleu"] > self.best_valid_bleu
+            gain = metrics["valid_bleu"] - self.best_valid_bleu
             self.best_valid_bleu = max(self.best_valid_bleu, metrics["valid_bleu"])
         else:
-            improved = self.last_valid_loss < self.best_valid_loss
+            gain = self.best_valid_loss - self.last_valid_loss
         self.best_valid_loss = min(self.best_valid_loss, self.last_valid_loss)
-        self.bad_epochs = 0 if improved else self.bad_epochs + 1
+        self.bad_epochs = 0 if gain > min_delta else self.bad_epochs + 1
         self.curve.append({"epoch": self.epoch, "complete": complete, "updates": self.num_updates,
                            **{k: metrics[k] for k in ("valid_loss", "valid_nll_loss", "valid_bleu") if k in metrics}})
-        return improved
+        return gain > 0
 
 
 @dataclass
@@ -57,10 +59,19 @@ class Budget:
     max_update: int = 0
     max_time_minutes: float = 0.0
     patience: int = 0
+    patience_min_delta: float = 0.0  # a smaller gain does not restart the patience count
 
     @classmethod
     def from_config(cls, tcfg: Any) -> Budget:
-        return cls(int(tcfg.max_epoch), int(tcfg.max_update), float(tcfg.max_time_minutes), int(tcfg.patience))
+        return cls(int(tcfg.max_epoch), int(tcfg.max_update), float(tcfg.max_time_minutes), int(tcfg.patience),
+                   float(tcfg.patience_min_delta))
+
+    def early_stopping(self) -> str:
+        """The early-stopping rule in words ("" when off)."""
+        if not self.patience:
+            return ""
+        gain = f"a gain of more than {self.patience_min_delta:g}" if self.patience_min_delta else "improvement"
+        return f"early stopping after {self.patience} epochs without {gain}"
 
     def spent(self, num_updates: int, wall_seconds: float) -> str:
         """Why a run at ``num_updates`` after ``wall_seconds`` must stop within

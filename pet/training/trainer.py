@@ -416,7 +416,7 @@ class Trainer:
         if self.tcfg.validate_bleu or by_bleu:
             metrics["valid_bleu"] = self._shared(self.validate_bleu() if self.is_main else 0.0)
         # checkpoint_best.pt and early stopping follow trainer.best_checkpoint_metric.
-        improved = s.record_validation(metrics, complete, by_bleu)
+        improved = s.record_validation(metrics, complete, by_bleu, self.budget.patience_min_delta)
         s.wall_seconds = self._wall()
         metrics.update(
             epoch=s.epoch,
