@@ -179,13 +179,13 @@ def test_patience_min_delta_restarts_the_count_only_on_a_larger_gain(demo_root, 
     still follows each of those small gains."""
     cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
                       "trainer.patience=3", "trainer.patience_min_delta=1.0", f"paths.run_dir={tmp_path}")
-    scripted = iter([3.0, 7.0, 7.5, 7.9, 8.2, 9.5])
+    scripted = iter([3.0, 7.0, 7.3, 7.6, 7.9, 9.5])
     trainer = make_trainer(cfg)
     trainer.validate_bleu = lambda: next(scripted)
     state = trainer.fit()
-    assert state.stop_reason == "patience" and state.epoch == 6  # gains of 0.5, 0.4, 0.3 after epoch 2
+    assert state.stop_reason == "patience" and state.epoch == 6  # 0.3, 0.6, 0.9 gained on epoch 2's 7.0
     assert load_checkpoint(tmp_path / "checkpoint_best.pt")["trainer"]["epoch"] == 6  # saved after epoch 5
-    assert state.best_valid_bleu == 8.2
+    assert state.best_valid_bleu == 7.9
 
 
 def test_patience_min_delta_on_the_validation_loss():
@@ -200,8 +200,13 @@ def test_patience_min_delta_on_the_validation_loss():
 
     losses = [6.0, 5.5, 5.495, 5.49, 5.6, 5.47]
     assert bad_epochs(losses, 0.0) == [(True, 0), (True, 0), (True, 0), (True, 0), (False, 1), (True, 0)]
-    # 5.495 and 5.49 are new bests but within 0.01 of the best before them; 5.47 gains 0.02 on 5.49
+    # 5.495 and 5.49 are new bests but within 0.01 of 5.5, where the count last restarted;
+    # 5.47 gains 0.03 on it
     assert bad_epochs(losses, 0.01) == [(True, 0), (True, 0), (True, 1), (True, 2), (False, 3), (True, 0)]
+    # small gains add up: 0.004 per epoch restarts the count every third epoch, never stopping a
+    # steady descent; a gain measured against the best so far instead would count 1, 2, 3, 4, 5, 6
+    creeping = [6.0 - 0.004 * i for i in range(7)]
+    assert [n for _, n in bad_epochs(creeping, 0.01)] == [0, 1, 2, 0, 1, 2, 0]
     assert Budget(patience=6, patience_min_delta=0.01).early_stopping() == (
         "early stopping after 6 epochs without a gain of more than 0.01")
     assert Budget(patience=6).early_stopping() == "early stopping after 6 epochs without improvement"

@@ -134,11 +134,11 @@ class TrainerConfig:
     max_update: int = 0  # 0 = unbounded
     max_time_minutes: float = 0.0  # wall-clock budget; 0 = unbounded
     patience: int = 0  # epochs without improvement of best_checkpoint_metric; 0 = off
-    # An epoch resets the patience count only when it beats the best before it by
-    # more than this (validation loss in bits per token, or BLEU points): a
-    # curve that creeps down by hundredths for dozens of epochs has plateaued.
-    # checkpoint_best.pt still follows every improvement. 0 = any improvement
-    # (fairseq's --patience).
+    # The patience count restarts only when the metric has gained more than this
+    # since the count last restarted (validation loss in bits per token, or BLEU
+    # points; small gains add up, as Keras' min_delta): a run stops once
+    # `patience` epochs gained no more than this in all. checkpoint_best.pt still
+    # follows every improvement. 0 = any improvement (fairseq's --patience).
     patience_min_delta: float = 0.0
     validate_bleu: bool = False
     # What checkpoint_best.pt, checkpoint.best_*.pt and patience follow: loss

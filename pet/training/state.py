@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 
 @dataclass
@@ -21,6 +21,10 @@ class TrainState:
     best_valid_bleu: float = -math.inf
     last_valid_loss: float = math.inf
     bad_epochs: int = 0
+    # The value the patience count measures gains against: the metric when the
+    # count last restarted (None: the best so far, as in a run saved before it
+    # existed). Gains below trainer.patience_min_delta accumulate against it.
+    patience_reference: Optional[float] = None
     finished: bool = False
     stop_reason: str = ""
     last_lr: float = 0.0  # rate of the last update (a continuing stage starts from it)
@@ -33,19 +37,30 @@ class TrainState:
         """Note a validation's ``metrics`` (valid_loss, valid_nll_loss, and
         valid_bleu when ``by_bleu``): best values, epochs without improvement
         and the learning curve. Returns whether the model improved, by BLEU when
-        ``by_bleu`` (trainer.best_checkpoint_metric), else by the loss. The
-        patience count restarts only on a gain of more than ``min_delta``."""
+        ``by_bleu`` (trainer.best_checkpoint_metric), else by the loss.
+
+        The patience count restarts when the metric beats ``patience_reference``
+        (its value at the last restart) by more than ``min_delta``, as Keras'
+        and Lightning's ``min_delta`` do: small gains add up, so a steady slow
+        descent restarts it every few epochs and only a plateau, less than
+        ``min_delta`` gained over ``patience`` epochs, ends the run. With
+        ``min_delta`` 0 the reference is the best so far (fairseq's patience)."""
         self.last_valid_loss = metrics["valid_loss"]
         if by_bleu:
-            gain = metrics["valid_bleu"] - self.best_valid_bleu
-            self.best_valid_bleu = max(self.best_valid_bleu, metrics["valid_bleu"])
+            value, best = metrics["valid_bleu"], self.best_valid_bleu
+            self.best_valid_bleu = max(best, value)
         else:
-            gain = self.best_valid_loss - self.last_valid_loss
+            value, best = self.last_valid_loss, self.best_valid_loss
         self.best_valid_loss = min(self.best_valid_loss, self.last_valid_loss)
-        self.bad_epochs = 0 if gain > min_delta else self.bad_epochs + 1
+        reference = best if self.patience_reference is None else self.patience_reference
+        gain = (value - reference) if by_bleu else (reference - value)
+        if gain > min_delta:
+            self.bad_epochs, self.patience_reference = 0, value
+        else:
+            self.bad_epochs += 1
         self.curve.append({"epoch": self.epoch, "complete": complete, "updates": self.num_updates,
                            **{k: metrics[k] for k in ("valid_loss", "valid_nll_loss", "valid_bleu") if k in metrics}})
-        return gain > 0
+        return (value > best) if by_bleu else (value < best)
 
 
 @dataclass
