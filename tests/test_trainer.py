@@ -157,16 +157,21 @@ def test_epoch_checkpoints_keep_the_last_and_the_best(demo_root, tmp_path):
     assert kept == [round(v, 4) for v in sorted(losses)[:2]]
 
 
+def fit_on_scripted_bleu(demo_root, tmp_path, scores, *overrides):
+    """Train 6 epochs at most, patience 3 on validation BLEU, with ``scores`` as each epoch's BLEU."""
+    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
+                      "trainer.patience=3", *overrides, f"paths.run_dir={tmp_path}")
+    scripted = iter(scores)
+    trainer = make_trainer(cfg)
+    trainer.validate_bleu = lambda: next(scripted)
+    return trainer.fit()
+
+
 def test_best_checkpoint_by_validation_bleu(demo_root, tmp_path):
     """checkpoint_best.pt, checkpoint.best_bleu_*.pt and patience follow BLEU, not the loss."""
     from pet.training.checkpoints import best_checkpoints
 
-    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
-                      "trainer.keep_best_checkpoints=2", "trainer.patience=3", f"paths.run_dir={tmp_path}")
-    scripted = iter([3.0, 7.0, 5.0, 6.0, 6.5, 9.0])
-    trainer = make_trainer(cfg)
-    trainer.validate_bleu = lambda: next(scripted)
-    state = trainer.fit()
+    state = fit_on_scripted_bleu(demo_root, tmp_path, [3.0, 7.0, 5.0, 6.0, 6.5, 9.0], "trainer.keep_best_checkpoints=2")
     assert state.stop_reason == "patience" and state.epoch == 6  # epochs 3-5 did not beat epoch 2
     assert load_checkpoint(tmp_path / "checkpoint_best.pt")["trainer"]["epoch"] == 3  # saved after epoch 2
     assert [v for _, v in best_checkpoints(tmp_path, "bleu")] == [7.0, 6.5]
@@ -174,15 +179,10 @@ def test_best_checkpoint_by_validation_bleu(demo_root, tmp_path):
 
 
 def test_patience_min_delta_restarts_the_count_only_on_a_larger_gain(demo_root, tmp_path):
-    """A curve creeping up by less than patience_min_delta per epoch has plateaued:
-    patience runs out although every epoch was a new best, and checkpoint_best.pt
-    still follows each of those small gains."""
-    cfg = compose_cfg(demo_root, *TRAIN, "trainer.max_epoch=6", "trainer.best_checkpoint_metric=bleu",
-                      "trainer.patience=3", "trainer.patience_min_delta=1.0", f"paths.run_dir={tmp_path}")
-    scripted = iter([3.0, 7.0, 7.3, 7.6, 7.9, 9.5])
-    trainer = make_trainer(cfg)
-    trainer.validate_bleu = lambda: next(scripted)
-    state = trainer.fit()
+    """A curve that gains less than patience_min_delta in all over `patience` epochs
+    has plateaued: patience runs out although every epoch was a new best, and
+    checkpoint_best.pt still follows each of those small gains."""
+    state = fit_on_scripted_bleu(demo_root, tmp_path, [3.0, 7.0, 7.3, 7.6, 7.9, 9.5], "trainer.patience_min_delta=1.0")
     assert state.stop_reason == "patience" and state.epoch == 6  # 0.3, 0.6, 0.9 gained on epoch 2's 7.0
     assert load_checkpoint(tmp_path / "checkpoint_best.pt")["trainer"]["epoch"] == 6  # saved after epoch 5
     assert state.best_valid_bleu == 7.9
