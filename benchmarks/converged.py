@@ -119,14 +119,19 @@ EPOCH_LINE = re.compile(r"end of epoch (\d+) \(update (\d+)\): valid loss ([\d.]
 
 @dataclass
 class Task:
-    """A chain of stages that runs as one unit once every path in ``needs`` exists."""
+    """A chain of stages that runs as one unit once every path in ``needs`` exists;
+    it is done once ``done`` (its last stage's result.json) exists."""
 
     name: str
     run: Callable[[], Any]
+    done: Path
     needs: list[Path] = field(default_factory=list)
 
     def ready(self) -> bool:
         return all(p.exists() for p in self.needs)
+
+    def state(self) -> str:
+        return "done" if self.done.exists() else "ready" if self.ready() else "waits"
 
 
 class Bench:
@@ -245,26 +250,29 @@ class Bench:
     def tasks(self) -> list[Task]:
         """Every task, in the order free workers take them up once ready."""
         t_de, t_en, tiny = (self.result(n) for n in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"))
-        out = [Task("teacher_de_en", lambda: self.teacher("de_en")),
-               Task("teacher_en_de", lambda: self.teacher("en_de"))]
+        scored = lambda name: self.result(f"eval/{name}")  # noqa: E731  a chain's last stage scores its model
+        out = [Task(f"teacher_{d}", lambda d=d: self.teacher(d), scored(f"teacher_{d}")) for d in DIRECTIONS]
         if not self.args.smoke:  # a smoke teacher stops within its first epoch: no epoch checkpoints to average
             # Next in line once its teacher is done: it needs the teacher's epoch checkpoints, which stay on
             # the machine that trained it (a carry leaves them out), so it must not wait behind hours of work.
             out += [Task(f"average teacher_{d}", lambda d=d: self.average(d),
+                         scored(f"average/teacher_{d}_{list(AVERAGES)[-1]}"),
                          [self.result(f"teacher_{d}"), self.out / f"teacher_{d}" / "checkpoint_last.pt"])
                     for d in DIRECTIONS]
-        out.append(Task("tiny_teacher_en_de", self.tiny_teacher))
+        out.append(Task("tiny_teacher_en_de", self.tiny_teacher, scored("tiny_teacher_en_de")))
         for seed in SEEDS:
             for rate in RATES:
                 for method in SRP_METHODS:
-                    out.append(Task(f"srp {method}@{rate} seed{seed}",
-                                    lambda m=method, r=rate, s=seed: self.srp(m, r, s), [t_de]))
+                    out.append(Task(f"srp {method}@{rate} seed{seed}", lambda m=method, r=rate, s=seed: self.srp(m, r, s),
+                                    scored(f"srp/{method}@{rate}/seed{seed}"), [t_de]))
             for method in PET_METHODS:
                 needs = {"pet": [t_en, tiny], "kd_only": [tiny], "scratch": []}[method]
-                out.append(Task(f"pet {method} seed{seed}", lambda m=method, s=seed: self.pet(m, s), needs))
+                out.append(Task(f"pet {method} seed{seed}", lambda m=method, s=seed: self.pet(m, s),
+                                scored(f"pet/{method}/seed{seed}"), needs))
             for rate in RATES:
                 chain = self.out / f"srp/two_stage@{rate}/seed{seed}/finetune/result.json"
-                out.append(Task(f"srp dense@{rate} seed{seed}", lambda r=rate, s=seed: self.dense(r, s), [t_de, chain]))
+                out.append(Task(f"srp dense@{rate} seed{seed}", lambda r=rate, s=seed: self.dense(r, s),
+                                scored(f"srp/dense@{rate}/seed{seed}"), [t_de, chain]))
         return out
 
     def run_all(self) -> None:
@@ -312,8 +320,10 @@ class Bench:
             carried = json.loads(manifest.read_text())
             done = sum(bool(e.get("finished")) for e in carried.values())
             print(f"carry: {len(carried)} stages ({done} finished) in {self.args.carry}")
-        for task in self.tasks():
-            print(f"{'ready' if task.ready() else 'waits':<6} {task.name}")
+        tasks = self.tasks()
+        for task in tasks:
+            print(f"{task.state():<6} {task.name}")
+        print(f"{sum(t.state() == 'done' for t in tasks)} of {len(tasks)} tasks done")
         for name in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"):
             curve = epoch_curve(self.out / name)
             if curve:
