@@ -60,10 +60,12 @@ def flops_per_token(checkpoint: Optional[str], cache: dict[str, float]) -> Optio
 
 
 def _row(found: list[dict[str, Any]], cache: dict[str, float]) -> dict[str, Any]:
-    """BLEU and sacreBLEU over seeds, parameters and FLOPs of the first seed's model."""
+    """BLEU, sacreBLEU and chrF over seeds, parameters and FLOPs of the first seed's model."""
     metrics = [r["metrics"] for r in found]
     return {"seeds": len(found), "bleu": [m["bleu"] for m in metrics],
             "sacrebleu": [m["sacrebleu"] for m in metrics if m.get("sacrebleu") is not None],
+            "chrf": [m["chrf"] for m in metrics if m.get("chrf") is not None],
+            "signatures": sorted({m[k] for m in metrics for k in ("sacrebleu_signature", "chrf_signature") if m.get(k)}),
             "parameters": metrics[0]["parameters"] if found else None,
             "flops_per_token": flops_per_token(found[0]["checkpoint"], cache) if found else None,
             "checkpoint": found[0]["checkpoint"] if found else None}
@@ -202,12 +204,12 @@ def _share(parameters: Optional[int], base: Optional[int]) -> str:
 def markdown(teachers, srp, pet, speed, targets) -> str:
     teacher_params = {t["model"]: t["parameters"] for t in teachers}
     lines = ["## Teachers (test set, beam 5)", "",
-             "| model | epochs | updates | best valid loss (epoch) | BLEU | sacreBLEU | parameters | MFLOPs/token |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | epochs | updates | best valid loss (epoch) | BLEU | sacreBLEU | chrF | parameters | MFLOPs/token |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in teachers:
         loss = f"{t['best_valid_loss']:.4f} ({t['best_epoch']})" if t.get("best_valid_loss") else "-"
         lines.append(f"| {t['model']} | {t.get('epochs', '-')} | {t.get('updates', '-')} | {loss} | {_fmt(t['bleu'])} | "
-                     f"{_fmt(t['sacrebleu'])} | {_num(t['parameters'], ',')} | "
+                     f"{_fmt(t['sacrebleu'])} | {_fmt(t['chrf'])} | {_num(t['parameters'], ',')} | "
                      f"{_num(t['flops_per_token'] and t['flops_per_token'] / 1e6, '.1f')} |")
     curves = [t for t in teachers if t.get("curve")]
     if curves:
@@ -216,19 +218,23 @@ def markdown(teachers, srp, pet, speed, targets) -> str:
     lines += ["", f"fairseq transformer_iwslt_de_en on the full 160k-pair de->en data: {FAIRSEQ_DE_EN} "
               "tokenized BLEU (a ceiling for transformer_small on the 26.9k-pair subset).", "",
               "## SRP de->en (test BLEU, mean ± half the spread over seeds)", "",
-              "| method | rate | seeds | BLEU | sacreBLEU | parameters | of teacher | MFLOPs/token |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| method | rate | seeds | BLEU | sacreBLEU | chrF | parameters | of teacher | MFLOPs/token |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in srp:
         lines.append(f"| {r['method']} | {r['rate']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | "
-                     f"{_num(r['parameters'], ',')} | {_share(r['parameters'], teacher_params.get('teacher_de_en'))} | "
+                     f"{_fmt(r['chrf'])} | {_num(r['parameters'], ',')} | "
+                     f"{_share(r['parameters'], teacher_params.get('teacher_de_en'))} | "
                      f"{_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
     lines += ["", "## PET en->de (test BLEU)", "",
-              "| student | seeds | BLEU | sacreBLEU | parameters | of teacher | of tiny teacher | MFLOPs/token |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| student | seeds | BLEU | sacreBLEU | chrF | parameters | of teacher | of tiny teacher | MFLOPs/token |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in pet:
-        lines.append(f"| {r['method']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | "
+        lines.append(f"| {r['method']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | {_fmt(r['chrf'])} | "
                      f"{_num(r['parameters'], ',')} | {_share(r['parameters'], teacher_params.get('teacher_en_de'))} | "
                      f"{_share(r['parameters'], teacher_params.get('tiny_teacher_en_de'))} | {_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
+    signatures = sorted({sig for rows in (teachers, srp, pet) for r in rows for sig in r["signatures"]})
+    if signatures:
+        lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{sig}`" for sig in signatures)]
     if speed:
         first = speed[0]
         lines += ["", f"## Speed (beam 5, 25+25 tokens, {first['threads']} threads, median of {first['repeats']} "

@@ -18,7 +18,9 @@ SRP, PET = ("two_stage", "oneshot", "random", "single_stage"), ("pet", "kd_only"
 def evaluated(out, name: str, bleu: float, parameters: int) -> None:
     path = out / "eval" / name / "result.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"metrics": {"bleu": bleu, "sacrebleu": bleu - 0.5, "parameters": parameters},
+    metrics = {"bleu": bleu, "sacrebleu": bleu - 0.5, "chrf": bleu + 20, "parameters": parameters,
+               "sacrebleu_signature": "nrefs:1|case:lc|tok:13a", "chrf_signature": "nrefs:1|case:lc|nc:6"}
+    path.write_text(json.dumps({"metrics": metrics,
                                 "checkpoint": str(out / name / "absent.pt")}))
 
 
@@ -47,7 +49,8 @@ def test_report_decides_each_target_on_mean_and_seed_spread(tmp_path):
     assert not any("single_stage" in t for t in targets)  # not run yet: no verdict
     assert "within 1 BLEU of its teacher: met (-0.40 BLEU)" in targets[2]
     assert "PET student beats scratch: MISSED (margin -1.00 BLEU" in targets[3]
-    assert "| two_stage | 0.5 | 2 | 29.60 ± 0.10 (n=2) | 29.10 ± 0.10 (n=2) | 500 | 50.0 % | - |" in text
-    assert "| single_stage | 0.5 | 0 | - | - | - | - | - |" in text
-    assert "| pet | 1 | 20.00 | 19.50 | 400 | 20.0 % | - | - |" in text  # no tiny teacher yet
+    assert "| two_stage | 0.5 | 2 | 29.60 ± 0.10 (n=2) | 29.10 ± 0.10 (n=2) | 49.60 ± 0.10 (n=2) | 500 | 50.0 % | - |" in text
+    assert "| single_stage | 0.5 | 0 | - | - | - | - | - | - |" in text
+    assert "| pet | 1 | 20.00 | 19.50 | 40.00 | 400 | 20.0 % | - | - |" in text  # no tiny teacher yet
+    assert "sacreBLEU signatures: `nrefs:1|case:lc|nc:6`; `nrefs:1|case:lc|tok:13a`" in text
     assert "- teacher_de_en: 1: 7.00, 2: 6.50" in text
