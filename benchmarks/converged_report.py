@@ -234,7 +234,7 @@ def markdown(teachers, srp, pet, speed, targets) -> str:
                      f"{_share(r['parameters'], teacher_params.get('tiny_teacher_en_de'))} | {_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
     signatures = sorted({sig for rows in (teachers, srp, pet) for r in rows for sig in r["signatures"]})
     if signatures:
-        lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{sig}`" for sig in signatures)]
+        lines += ["", "sacreBLEU and chrF signatures: " + "; ".join(f"`{sig}`" for sig in signatures)]
     if speed:
         first = speed[0]
         lines += ["", f"## Speed (beam 5, 25+25 tokens, {first['threads']} threads, median of {first['repeats']} "

@@ -52,5 +52,5 @@ def test_report_decides_each_target_on_mean_and_seed_spread(tmp_path):
     assert "| two_stage | 0.5 | 2 | 29.60 ± 0.10 (n=2) | 29.10 ± 0.10 (n=2) | 49.60 ± 0.10 (n=2) | 500 | 50.0 % | - |" in text
     assert "| single_stage | 0.5 | 0 | - | - | - | - | - | - |" in text
     assert "| pet | 1 | 20.00 | 19.50 | 40.00 | 400 | 20.0 % | - | - |" in text  # no tiny teacher yet
-    assert "sacreBLEU signatures: `nrefs:1|case:lc|nc:6`; `nrefs:1|case:lc|tok:13a`" in text
+    assert "sacreBLEU and chrF signatures: `nrefs:1|case:lc|nc:6`; `nrefs:1|case:lc|tok:13a`" in text
     assert "- teacher_de_en: 1: 7.00, 2: 6.50" in text
