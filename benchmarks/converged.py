@@ -250,7 +250,10 @@ class Bench:
     def tasks(self) -> list[Task]:
         """Every task, in the order free workers take them up once ready."""
         t_de, t_en, tiny = (self.result(n) for n in ("teacher_de_en", "teacher_en_de", "tiny_teacher_en_de"))
-        scored = lambda name: self.result(f"eval/{name}")  # noqa: E731  a chain's last stage scores its model
+
+        def scored(name: str) -> Path:  # a chain's last stage scores its model on the test set
+            return self.result(f"eval/{name}")
+
         out = [Task(f"teacher_{d}", lambda d=d: self.teacher(d), scored(f"teacher_{d}")) for d in DIRECTIONS]
         if not self.args.smoke:  # a smoke teacher stops within its first epoch: no epoch checkpoints to average
             # Next in line once its teacher is done: it needs the teacher's epoch checkpoints, which stay on
