@@ -65,6 +65,8 @@ def kd_teacher(cfg: DictConfig, base, history: list[dict[str, Any]], data: Any):
     (the method's teacher; ``pruning.kd_teacher=origin``) or this run's input
     (``previous``: the last iteration's or stage's result)."""
     if cfg.pruning.kd_teacher == "previous" or not history:
+        log.info("KD teacher: this run's input model %s%s", cfg.init_from,
+                 "" if history else " (the chain's unpruned model)")
         return copy.deepcopy(base)
     return origin_teacher(cfg.init_from, history, data, "pruning.kd_teacher=previous")
 
