@@ -88,7 +88,7 @@ PET_METHODS = ("pet", "kd_only", "scratch")
 # Teachers: transformer_small (3+3 layers, d 256, FFN 512, 4 heads) with the
 # regularisation a 27k-pair corpus needs (fairseq's IWSLT dropout 0.3), a short
 # LR warm-up for a CPU budget, early stopping on validation loss once 6 epochs in
-# a row gain no more than 0.01 bits/token on the best (under inverse-sqrt decay
+# a row gain no more than 0.01 bits/token in all (under inverse-sqrt decay
 # the loss keeps creeping down by thousandths per epoch long after it has
 # plateaued). The teachers trained with strict patience (any gain restarts the
 # count) until epoch 43 (de->en) and 39 (en->de).
