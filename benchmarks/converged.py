@@ -73,7 +73,7 @@ from typing import IO, Any, Callable
 
 from bench_carry import MANIFEST, CarryPolicy, pack, unpack  # benchmarks/ is on sys.path when run as a script
 from converged_report import write_report
-from stage_runner import REPO, StageStopped, run_pet_stage, stop_running_stages, stopping
+from stage_runner import REPO, StageStopped, run_pet_stage, say, stop_running_stages, stopping
 
 sys.path.insert(0, str(REPO))  # this worktree's pet, not the one pip installed
 from pet.data.fileio import atomic_write_text  # noqa: E402
@@ -290,29 +290,29 @@ class Bench:
                     pending = []
                 for task in [t for t in pending if t.ready()][: self.args.jobs - len(running)]:
                     pending.remove(task)
-                    print(f"[task] start {task.name}", flush=True)
+                    say(f"[task] start {task.name}")
                     running[pool.submit(task.run)] = task
                 if not running:
                     if pending:
                         waits = {t.name: [str(p) for p in t.needs if not p.exists()] for t in pending}
-                        print(f"[task] nothing can start (failed: {failed or 'none'}); waiting for: {waits}", flush=True)
+                        say(f"[task] nothing can start (failed: {failed or 'none'}); waiting for: {waits}")
                     break
                 done, _ = wait(running, timeout=60, return_when=FIRST_COMPLETED)
                 for future in done:
                     task = running.pop(future)
                     try:
                         future.result()
-                        print(f"[task] done  {task.name}", flush=True)
+                        say(f"[task] done  {task.name}")
                     except StageStopped as e:
-                        print(f"[task] stopped {task.name}: {e}", flush=True)
+                        say(f"[task] stopped {task.name}: {e}")
                     except SystemExit as e:  # run_pet_stage exits with the failing stage's log tail
                         with lock:
                             failed.append(task.name)
-                        print(f"[task] FAILED {task.name}: {e}", flush=True)
+                        say(f"[task] FAILED {task.name}: {e}")
         if stopping.is_set():
-            print("[task] stopped; `run` again resumes", flush=True)
+            say("[task] stopped; `run` again resumes")
         else:
-            print(f"[task] finished; failed: {failed or 'none'}", flush=True)
+            say(f"[task] finished; failed: {failed or 'none'}")
 
     # ------------------------------------------------------------ status
     def status(self) -> None:
@@ -491,7 +491,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop_running_stages())
     for line in unpack(args.carry, args.out):  # before record_commit: it restores the carried commits.json
-        print(f"[carry] restored {line}", flush=True)
+        say(f"[carry] restored {line}")
     record_commit(args.out, args.command)
     with lock:
         bench.run_all()

@@ -29,6 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
 stopping = threading.Event()
+_say_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: print() writes the text and its newline separately,
+    so the lines of stages running in threads could run into each other."""
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class StageStopped(SystemExit):
@@ -49,13 +58,13 @@ def run_pet_stage(name: str, run_dir: Path, overrides: list[str], threads: int) 
     Exits the benchmark with the log's tail if the stage fails."""
     result = run_dir / "result.json"
     if result.exists():
-        print(f"[skip] {name}: {result}", flush=True)
+        say(f"[skip] {name}: {result}")
         return json.loads(result.read_text())
     if stopping.is_set():
         raise StageStopped(f"{name}: not started (stopping)")
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pet", *overrides, f"trainer.num_threads={threads}", f"paths.run_dir={run_dir}"]
-    print(f"[run ] {name}: {' '.join(cmd[3:])}", flush=True)
+    say(f"[run ] {name}: {' '.join(cmd[3:])}")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     started = time.perf_counter()
     with open(run_dir / "stage.log", "a") as log:  # a resumed stage adds to its log
@@ -75,7 +84,7 @@ def run_pet_stage(name: str, run_dir: Path, overrides: list[str], threads: int) 
     if proc.returncode != 0:
         tail = (run_dir / "stage.log").read_text()[-3000:]
         sys.exit(f"{name} failed ({proc.returncode}) after {seconds:.0f}s; see {run_dir / 'stage.log'}\n{tail}")
-    print(f"[done] {name} in {seconds:.0f}s", flush=True)
+    say(f"[done] {name} in {seconds:.0f}s")
     return {**json.loads(result.read_text()), "wall_s": seconds}
 
 
