@@ -46,9 +46,11 @@ srp           from the de->en teacher, at rates 0.5 and 0.25, seeds 1 and 2:
               plateaus, by the teachers' rule; at most F epochs); and
               dense: the two-stage model's shape trained from scratch for the
               updates teacher + pruning + finetune took
-pet           en->de, seeds 1 and 2, S student updates each: pet (W warm-up
-              updates on the teacher's 4-class labels, then KD from the tiny
-              teacher), kd_only (KD from the start), scratch (plain CE)
+pet           en->de, seeds 1 and 2: scratch (plain CE until the validation
+              loss plateaus, by the teachers' rule), then, for as many updates
+              as scratch took, pet (W warm-up updates on the teacher's 4-class
+              labels, then KD from the tiny teacher) and kd_only (KD from the
+              start)
 
 Every final model is scored on the whole test set (beam 5). ``--out``
 (default ~/.cache/pet-bench/converged) holds every run folder, the prepared
@@ -115,8 +117,9 @@ AVERAGES = {"last5": "average.last_epochs=5", "best5": "average.best=5"}
 # checkpoint_best.pt was trained at (its last update's).
 PERIOD_EPOCHS = 3
 FINETUNE_EPOCHS = 40
-# PET: S student updates in all, W of them PET's warm-up.
-STUDENT_UPDATES, WARMUP_UPDATES = 6000, 600
+# PET: every student of a seed trains for the updates the scratch student took
+# to plateau (at most STUDENT_EPOCHS epochs); WARMUP_UPDATES of them are PET's warm-up.
+STUDENT_EPOCHS, WARMUP_UPDATES = 120, 600
 
 EPOCH_LINE = re.compile(r"end of epoch (\d+) \(update (\d+)\): valid loss ([\d.]+), nll ([\d.]+)")
 
@@ -155,9 +158,14 @@ class Bench:
         return run_pet_stage(name, self.out / name, [*self.common(), *overrides, *(smoke if self.args.smoke else [])],
                              threads=1)
 
-    def student_updates(self) -> tuple[int, int]:
-        """PET's (student updates in all, warm-up updates), a few of each under --smoke."""
-        return (8, 4) if self.args.smoke else (STUDENT_UPDATES, WARMUP_UPDATES)
+    def student_updates(self, seed: int) -> tuple[int, int]:
+        """PET's (student updates in all, warm-up updates): the scratch student's
+        updates to its plateau; a few of each under --smoke."""
+        return (8, 4) if self.args.smoke else (self.updates(self.scratch_student(seed)), WARMUP_UPDATES)
+
+    @staticmethod
+    def scratch_student(seed: int) -> str:
+        return f"pet/scratch/seed{seed}/train"
 
     def result(self, name: str) -> Path:
         return self.out / name / "result.json"
@@ -235,20 +243,23 @@ class Bench:
 
     def pet(self, method: str, seed: int) -> None:
         root = f"pet/{method}/seed{seed}"
-        data = [f"data={DIRECTIONS['en_de']}", "model=pet_student_small", *RECIPE, f"trainer.seed={seed}",
-                "trainer.max_epoch=0", "trainer.patience=0"]
+        data = [f"data={DIRECTIONS['en_de']}", "model=pet_student_small", *RECIPE, f"trainer.seed={seed}"]
+        if method == "scratch":
+            final = self.stage(self.scratch_student(seed), [*data, "stage=pretrain",
+                                                            f"trainer.max_epoch={STUDENT_EPOCHS}", *PLATEAU])
+            self.evaluate(root, DIRECTIONS["en_de"], final["checkpoint"])
+            return
         teacher, tiny = self.checkpoint("teacher_en_de"), self.checkpoint("tiny_teacher_en_de")
-        student, warmup = self.student_updates()
+        student, warmup = self.student_updates(seed)
+        fixed = [*data, "trainer.max_epoch=0", "trainer.patience=0"]  # the update budget alone ends them
         kd = ["stage=distill", "distill=kd", f"distill.teacher={tiny}", f"trainer.max_update={student}"]
         if method == "pet":
-            warm = self.stage(f"{root}/warmup", [*data, "stage=distill", "distill=warmup", f"distill.teacher={teacher}",
+            warm = self.stage(f"{root}/warmup", [*fixed, "stage=distill", "distill=warmup", f"distill.teacher={teacher}",
                                                  "distill.from_scratch=true", f"trainer.max_update={warmup}"])
-            final = self.stage(f"{root}/kd", [*data, *kd, f"init_from={warm['checkpoint']}",
+            final = self.stage(f"{root}/kd", [*fixed, *kd, f"init_from={warm['checkpoint']}",
                                               "distill.continue_schedule=true"])
-        elif method == "kd_only":
-            final = self.stage(f"{root}/kd", [*data, *kd, "distill.from_scratch=true"])
         else:
-            final = self.stage(f"{root}/train", [*data, "stage=pretrain", f"trainer.max_update={student}"])
+            final = self.stage(f"{root}/kd", [*fixed, *kd, "distill.from_scratch=true"])
         self.evaluate(root, DIRECTIONS["en_de"], final["checkpoint"])
 
     def tasks(self) -> list[Task]:
@@ -273,7 +284,8 @@ class Bench:
                     out.append(Task(f"srp {method}@{rate} seed{seed}", lambda m=method, r=rate, s=seed: self.srp(m, r, s),
                                     scored(f"srp/{method}@{rate}/seed{seed}"), [t_de]))
             for method in PET_METHODS:
-                needs = {"pet": [t_en, tiny], "kd_only": [tiny], "scratch": []}[method]
+                scratch = self.result(self.scratch_student(seed))  # its updates are the others' budget
+                needs = {"pet": [t_en, tiny, scratch], "kd_only": [tiny, scratch], "scratch": []}[method]
                 out.append(Task(f"pet {method} seed{seed}", lambda m=method, s=seed: self.pet(m, s),
                                 scored(f"pet/{method}/seed{seed}"), needs))
             for rate in RATES:
