@@ -67,7 +67,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -99,9 +98,8 @@ PLATEAU = ["trainer.patience=6", "trainer.patience_min_delta=0.01"]
 RECIPE = ["optim.lr=1e-3", "optim.warmup_updates=1000", "trainer.max_tokens=4096", "trainer.save_interval_updates=250"]
 TEACHER = [
     "stage=pretrain", "model=transformer_small", "model.dropout=0.3", "model.attention_dropout=0.1",
-    "model.activation_dropout=0.1", "optim.lr=1e-3", "optim.warmup_updates=1000", "trainer.max_tokens=4096",
-    "trainer.max_epoch=120", *PLATEAU, "trainer.keep_last_epochs=10",
-    "trainer.keep_best_checkpoints=5", "trainer.save_interval_updates=250", "trainer.seed=1",
+    "model.activation_dropout=0.1", *RECIPE, "trainer.max_epoch=120", *PLATEAU, "trainer.keep_last_epochs=10",
+    "trainer.keep_best_checkpoints=5", "trainer.seed=1",
 ]
 TINY_TEACHER = [o if o != "model=transformer_small" else "model=pet_tiny_teacher_small" for o in TEACHER]
 DIRECTIONS = {"de_en": "iwslt14_shared", "en_de": "iwslt14_shared_en_de"}
@@ -283,8 +281,8 @@ class Bench:
                 for method in SRP_METHODS:
                     out.append(Task(f"srp {method}@{rate} seed{seed}", lambda m=method, r=rate, s=seed: self.srp(m, r, s),
                                     scored(f"srp/{method}@{rate}/seed{seed}"), [t_de]))
+            scratch = self.result(self.scratch_student(seed))  # its updates are the others' budget
             for method in PET_METHODS:
-                scratch = self.result(self.scratch_student(seed))  # its updates are the others' budget
                 needs = {"pet": [t_en, tiny, scratch], "kd_only": [tiny, scratch], "scratch": []}[method]
                 out.append(Task(f"pet {method} seed{seed}", lambda m=method, s=seed: self.pet(m, s),
                                 scored(f"pet/{method}/seed{seed}"), needs))
@@ -299,7 +297,6 @@ class Bench:
         pending = [t for t in self.tasks() if any(word in t.name for word in self.args.only)]
         running: dict[Future, Task] = {}
         failed: list[str] = []
-        lock = threading.Lock()
         with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
             while pending or running:
                 if stopping.is_set():
@@ -322,8 +319,7 @@ class Bench:
                     except StageStopped as e:
                         say(f"[task] stopped {task.name}: {e}")
                     except SystemExit as e:  # run_pet_stage exits with the failing stage's log tail
-                        with lock:
-                            failed.append(task.name)
+                        failed.append(task.name)  # only this (the driver's) thread touches the list
                         say(f"[task] FAILED {task.name}: {e}")
         if stopping.is_set():
             say("[task] stopped; `run` again resumes")
