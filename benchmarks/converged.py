@@ -276,20 +276,25 @@ class Bench:
                          [self.result(f"teacher_{d}"), self.out / f"teacher_{d}" / "checkpoint_last.pt"])
                     for d in DIRECTIONS]
         out.append(Task("tiny_teacher_en_de", self.tiny_teacher, scored("tiny_teacher_en_de")))
+        # Per seed: PET's scratch student first (it sets the other students' update budget), then every
+        # system at the first rate with its dense baseline, PET's other students, and the other rates: a
+        # seed's whole picture at the first rate lands before the rest of the grid.
         for seed in SEEDS:
-            for rate in RATES:
-                for method in SRP_METHODS:
-                    out.append(Task(f"srp {method}@{rate} seed{seed}", lambda m=method, r=rate, s=seed: self.srp(m, r, s),
-                                    scored(f"srp/{method}@{rate}/seed{seed}"), [t_de]))
             scratch = self.result(self.scratch_student(seed))  # its updates are the others' budget
-            for method in PET_METHODS:
-                needs = {"pet": [t_en, tiny, scratch], "kd_only": [tiny, scratch], "scratch": []}[method]
-                out.append(Task(f"pet {method} seed{seed}", lambda m=method, s=seed: self.pet(m, s),
-                                scored(f"pet/{method}/seed{seed}"), needs))
-            for rate in RATES:
+
+            def pet_task(method: str, needs: list[Path], seed: int = seed) -> Task:
+                return Task(f"pet {method} seed{seed}", lambda: self.pet(method, seed), scored(f"pet/{method}/seed{seed}"),
+                            needs)
+
+            def srp_tasks(rate: float, seed: int = seed) -> list[Task]:
                 chain = self.out / f"srp/two_stage@{rate}/seed{seed}/finetune/result.json"
-                out.append(Task(f"srp dense@{rate} seed{seed}", lambda r=rate, s=seed: self.dense(r, s),
-                                scored(f"srp/dense@{rate}/seed{seed}"), [t_de, chain]))
+                return [*(Task(f"srp {m}@{rate} seed{seed}", lambda m=m: self.srp(m, rate, seed),
+                               scored(f"srp/{m}@{rate}/seed{seed}"), [t_de]) for m in SRP_METHODS),
+                        Task(f"srp dense@{rate} seed{seed}", lambda: self.dense(rate, seed),
+                             scored(f"srp/dense@{rate}/seed{seed}"), [t_de, chain])]
+
+            out += [pet_task("scratch", []), *srp_tasks(RATES[0]), pet_task("pet", [t_en, tiny, scratch]),
+                    pet_task("kd_only", [tiny, scratch]), *(t for rate in RATES[1:] for t in srp_tasks(rate))]
         return out
 
     def run_all(self) -> None:
