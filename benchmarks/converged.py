@@ -125,15 +125,20 @@ EPOCH_LINE = re.compile(r"end of epoch (\d+) \(update (\d+)\): valid loss ([\d.]
 @dataclass
 class Task:
     """A chain of stages that runs as one unit once every path in ``needs`` exists;
-    it is done once ``done`` (its last stage's result.json) exists."""
+    it is done once ``done`` (its last stage's result.json) exists. Once ``workdir``
+    exists it has begun, and it resumes ahead of tasks not yet begun."""
 
     name: str
     run: Callable[[], Any]
     done: Path
     needs: list[Path] = field(default_factory=list)
+    workdir: Path | None = None
 
     def ready(self) -> bool:
         return all(p.exists() for p in self.needs)
+
+    def begun(self) -> bool:
+        return self.workdir is not None and self.workdir.exists()
 
     def state(self) -> str:
         return "done" if self.done.exists() else "ready" if self.ready() else "waits"
@@ -267,7 +272,11 @@ class Bench:
         def scored(name: str) -> Path:  # a chain's last stage scores its model on the test set
             return self.result(f"eval/{name}")
 
-        out = [Task(f"teacher_{d}", lambda d=d: self.teacher(d), scored(f"teacher_{d}")) for d in DIRECTIONS]
+        def chain(name: str, run: Callable[[], Any], root: str, needs: list[Path] | None = None) -> Task:
+            """A task whose stages live under ``root`` and whose last one scores it in eval/``root``."""
+            return Task(name, run, scored(root), needs or [], self.out / root)
+
+        out = [chain(f"teacher_{d}", lambda d=d: self.teacher(d), f"teacher_{d}") for d in DIRECTIONS]
         if not self.args.smoke:  # a smoke teacher stops within its first epoch: no epoch checkpoints to average
             # Next in line once its teacher is done: it needs the teacher's epoch checkpoints, which stay on
             # the machine that trained it (a carry leaves them out), so it must not wait behind hours of work.
@@ -275,7 +284,7 @@ class Bench:
                          scored(f"average/teacher_{d}_{list(AVERAGES)[-1]}"),
                          [self.result(f"teacher_{d}"), self.out / f"teacher_{d}" / "checkpoint_last.pt"])
                     for d in DIRECTIONS]
-        out.append(Task("tiny_teacher_en_de", self.tiny_teacher, scored("tiny_teacher_en_de")))
+        out.append(chain("tiny_teacher_en_de", self.tiny_teacher, "tiny_teacher_en_de"))
         # Per seed: PET's scratch student first (it sets the other students' update budget), then every
         # system at the first rate with its dense baseline, PET's other students, and the other rates: a
         # seed's whole picture at the first rate lands before the rest of the grid.
@@ -283,15 +292,15 @@ class Bench:
             scratch = self.result(self.scratch_student(seed))  # its updates are the others' budget
 
             def pet_task(method: str, needs: list[Path], seed: int = seed) -> Task:
-                return Task(f"pet {method} seed{seed}", lambda: self.pet(method, seed), scored(f"pet/{method}/seed{seed}"),
-                            needs)
+                return chain(f"pet {method} seed{seed}", lambda: self.pet(method, seed), f"pet/{method}/seed{seed}",
+                             needs)
 
             def srp_tasks(rate: float, seed: int = seed) -> list[Task]:
-                chain = self.out / f"srp/two_stage@{rate}/seed{seed}/finetune/result.json"
-                return [*(Task(f"srp {m}@{rate} seed{seed}", lambda m=m: self.srp(m, rate, seed),
-                               scored(f"srp/{m}@{rate}/seed{seed}"), [t_de]) for m in SRP_METHODS),
-                        Task(f"srp dense@{rate} seed{seed}", lambda: self.dense(rate, seed),
-                             scored(f"srp/dense@{rate}/seed{seed}"), [t_de, chain])]
+                two_stage = self.out / f"srp/two_stage@{rate}/seed{seed}/finetune/result.json"
+                return [*(chain(f"srp {m}@{rate} seed{seed}", lambda m=m: self.srp(m, rate, seed),
+                                f"srp/{m}@{rate}/seed{seed}", [t_de]) for m in SRP_METHODS),
+                        chain(f"srp dense@{rate} seed{seed}", lambda: self.dense(rate, seed),
+                              f"srp/dense@{rate}/seed{seed}", [t_de, two_stage])]
 
             out += [pet_task("scratch", []), *srp_tasks(RATES[0]), pet_task("pet", [t_en, tiny, scratch]),
                     pet_task("kd_only", [tiny, scratch]), *(t for rate in RATES[1:] for t in srp_tasks(rate))]
@@ -306,7 +315,8 @@ class Bench:
             while pending or running:
                 if stopping.is_set():
                     pending = []
-                for task in [t for t in pending if t.ready()][: self.args.jobs - len(running)]:
+                ready = sorted((t for t in pending if t.ready()), key=lambda t: not t.begun())  # begun ones first
+                for task in ready[: self.args.jobs - len(running)]:
                     pending.remove(task)
                     say(f"[task] start {task.name}")
                     running[pool.submit(task.run)] = task
