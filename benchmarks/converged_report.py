@@ -91,21 +91,39 @@ def teacher_rows(out: Path, epoch_curve, cache: dict[str, float]) -> list[dict[s
     return rows
 
 
-def srp_rows(out: Path, seeds, rates, methods, cache: dict[str, float]) -> list[dict[str, Any]]:
+def _last_training(epoch_curve, runs: list[Path]) -> dict[str, list]:
+    """Epochs, updates and best validation loss of each seed's last training stage: the
+    finetuning (or student) budget each model got, which the plateau rule sets per run."""
+    curves = [c for c in (epoch_curve(run) for run in runs) if c]
+    return {"train_epochs": [c[-1]["epoch"] for c in curves], "train_updates": [c[-1]["updates"] for c in curves],
+            "best_valid_loss": [min(e["valid_loss"] for e in c) for c in curves]}
+
+
+def srp_rows(out: Path, epoch_curve, seeds, rates, methods, cache: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for method in (*methods, "dense"):
+        last = "train" if method == "dense" else "finetune"
         for rate in rates:
-            found = [r for s in seeds if (r := _eval(out, f"srp/{method}@{rate}/seed{s}"))]
-            rows.append({"method": method, "rate": rate, **_row(found, cache)})
+            scored = [s for s in seeds if _eval(out, f"srp/{method}@{rate}/seed{s}")]
+            found = [_eval(out, f"srp/{method}@{rate}/seed{s}") for s in scored]
+            runs = [out / f"srp/{method}@{rate}/seed{s}" / last for s in scored]
+            rows.append({"method": method, "rate": rate, **_row(found, cache), **_last_training(epoch_curve, runs)})
     return rows
 
 
-def pet_rows(out: Path, seeds, methods, cache: dict[str, float]) -> list[dict[str, Any]]:
+def pet_rows(out: Path, epoch_curve, seeds, methods, cache: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for method in methods:
-        found = [r for s in seeds if (r := _eval(out, f"pet/{method}/seed{s}"))]
-        rows.append({"method": method, **_row(found, cache)})
+        last = "train" if method == "scratch" else "kd"
+        scored = [s for s in seeds if _eval(out, f"pet/{method}/seed{s}")]
+        found = [_eval(out, f"pet/{method}/seed{s}") for s in scored]
+        runs = [out / f"pet/{method}/seed{s}" / last for s in scored]
+        rows.append({"method": method, **_row(found, cache), **_last_training(epoch_curve, runs)})
     return rows
+
+
+def _per_seed(values: list, fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in values) or "-"
 
 
 def speed_groups(teachers, srp, pet) -> dict[str, dict[str, str]]:
@@ -218,20 +236,28 @@ def markdown(teachers, srp, pet, speed, targets) -> str:
     lines += ["", f"fairseq transformer_iwslt_de_en on the full 160k-pair de->en data: {FAIRSEQ_DE_EN} "
               "tokenized BLEU (a ceiling for transformer_small on the 26.9k-pair subset).", "",
               "## SRP de->en (test BLEU, mean ± half the spread over seeds)", "",
-              "| method | rate | seeds | BLEU | sacreBLEU | chrF | parameters | of teacher | MFLOPs/token |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| method | rate | seeds | BLEU | sacreBLEU | chrF | parameters | of teacher | MFLOPs/token | "
+              "last stage: epochs | updates | best valid loss |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in srp:
         lines.append(f"| {r['method']} | {r['rate']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | "
                      f"{_fmt(r['chrf'])} | {_num(r['parameters'], ',')} | "
                      f"{_share(r['parameters'], teacher_params.get('teacher_de_en'))} | "
-                     f"{_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
+                     f"{_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} | "
+                     f"{_per_seed(r['train_epochs'], 'd')} | {_per_seed(r['train_updates'], ',')} | "
+                     f"{_per_seed(r['best_valid_loss'], '.4f')} |")
+    lines += ["", "Last stage: SRP's finetuning (its own update count), the dense baseline's whole training; "
+              "one value per seed."]
     lines += ["", "## PET en->de (test BLEU)", "",
-              "| student | seeds | BLEU | sacreBLEU | chrF | parameters | of teacher | of tiny teacher | MFLOPs/token |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| student | seeds | BLEU | sacreBLEU | chrF | parameters | of teacher | of tiny teacher | MFLOPs/token | "
+              "updates | best valid loss |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in pet:
         lines.append(f"| {r['method']} | {r['seeds']} | {_fmt(r['bleu'])} | {_fmt(r['sacrebleu'])} | {_fmt(r['chrf'])} | "
                      f"{_num(r['parameters'], ',')} | {_share(r['parameters'], teacher_params.get('teacher_en_de'))} | "
-                     f"{_share(r['parameters'], teacher_params.get('tiny_teacher_en_de'))} | {_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} |")
+                     f"{_share(r['parameters'], teacher_params.get('tiny_teacher_en_de'))} | "
+                     f"{_num(r['flops_per_token'] and r['flops_per_token'] / 1e6, '.1f')} | "
+                     f"{_per_seed(r['train_updates'], ',')} | {_per_seed(r['best_valid_loss'], '.4f')} |")
     signatures = sorted({sig for rows in (teachers, srp, pet) for r in rows for sig in r["signatures"]})
     if signatures:
         lines += ["", "sacreBLEU and chrF signatures: " + "; ".join(f"`{sig}`" for sig in signatures)]
@@ -255,8 +281,8 @@ def write_report(out: Path, epoch_curve, seeds, rates, srp_methods, pet_methods,
                  repeats: int) -> str:
     cache: dict[str, float] = {}
     teachers = teacher_rows(out, epoch_curve, cache)
-    srp = srp_rows(out, seeds, rates, srp_methods, cache)
-    pet = pet_rows(out, seeds, pet_methods, cache)
+    srp = srp_rows(out, epoch_curve, seeds, rates, srp_methods, cache)
+    pet = pet_rows(out, epoch_curve, seeds, pet_methods, cache)
     speed = measure_speed(speed_groups(teachers, srp, pet), threads, repeats) if measure else []
     targets = checks(teachers, srp, pet, rates)
     text = markdown(teachers, srp, pet, speed, targets)
