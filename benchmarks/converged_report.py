@@ -104,10 +104,10 @@ def srp_rows(out: Path, epoch_curve, seeds, rates, methods, cache: dict[str, flo
     for method in (*methods, "dense"):
         last = "train" if method == "dense" else "finetune"
         for rate in rates:
-            scored = [s for s in seeds if _eval(out, f"srp/{method}@{rate}/seed{s}")]
-            found = [_eval(out, f"srp/{method}@{rate}/seed{s}") for s in scored]
-            runs = [out / f"srp/{method}@{rate}/seed{s}" / last for s in scored]
-            rows.append({"method": method, "rate": rate, **_row(found, cache), **_last_training(epoch_curve, runs)})
+            found = {s: r for s in seeds if (r := _eval(out, f"srp/{method}@{rate}/seed{s}"))}
+            runs = [out / f"srp/{method}@{rate}/seed{s}" / last for s in found]
+            rows.append({"method": method, "rate": rate, **_row(list(found.values()), cache),
+                         **_last_training(epoch_curve, runs)})
     return rows
 
 
@@ -115,10 +115,9 @@ def pet_rows(out: Path, epoch_curve, seeds, methods, cache: dict[str, float]) ->
     rows = []
     for method in methods:
         last = "train" if method == "scratch" else "kd"
-        scored = [s for s in seeds if _eval(out, f"pet/{method}/seed{s}")]
-        found = [_eval(out, f"pet/{method}/seed{s}") for s in scored]
-        runs = [out / f"pet/{method}/seed{s}" / last for s in scored]
-        rows.append({"method": method, **_row(found, cache), **_last_training(epoch_curve, runs)})
+        found = {s: r for s in seeds if (r := _eval(out, f"pet/{method}/seed{s}"))}
+        runs = [out / f"pet/{method}/seed{s}" / last for s in found]
+        rows.append({"method": method, **_row(list(found.values()), cache), **_last_training(epoch_curve, runs)})
     return rows
 
 
