@@ -43,7 +43,7 @@ srp           from the de->en teacher, at rates 0.5 and 0.25, seeds 1 and 2:
               single_stage, oneshot (same selection as single_stage, c = 0 at
               once) and random (random importance), each 2P epochs of pruning
               with KD and then the same finetune (until its validation loss
-              plateaus, by the teachers' rule; at most F epochs); and
+              plateaus, by the teachers' rule; at most MAX_EPOCHS); and
               dense: the two-stage model's shape trained from scratch for the
               updates teacher + pruning + finetune took
 pet           en->de, seeds 1 and 2: scratch (plain CE until the validation
